@@ -1,0 +1,5 @@
+import sys
+
+from clasflow.cli import main
+
+sys.exit(main())

@@ -1,0 +1,126 @@
+"""Small datasets in the exact flowers102 layout, so the real list-generation path runs on them.
+
+Sources:
+- ``digits``: scikit-learn's bundled handwritten digits (real images, 10 classes), upscaled and
+  colorized with random per-image colors so color carries no label information.
+- ``synthetic``: procedural images whose orientation, stripe frequency and hue depend on the
+  class, with random phase, offset and noise; easy to learn, any number of classes.
+
+Writes ``jpg/image_XXXXX.jpg``, ``imagelabels.mat``, ``setid.mat`` and, with ``archive=True``,
+``102flowers.tgz`` plus ``MD5SUMS`` so the directory can serve as a download mirror.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tarfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import scipy.io
+
+from clasflow.data.flowers102 import CHECKSUM_FILE, image_relpath
+from clasflow.errors import DataError
+from clasflow.fsutil import atomic_write, write_text_atomic
+
+SOURCES = ("digits", "synthetic")
+
+
+def _digits(classes: int, per_class: int, size: int, rng: np.random.Generator) -> list[tuple[np.ndarray, int]]:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    if classes > 10:
+        raise DataError(f"--source digits has 10 classes; asked for {classes}")
+    out = []
+    for c in range(classes):
+        pool = np.flatnonzero(digits.target == c)
+        if per_class > pool.size:
+            raise DataError(f"--source digits has {pool.size} images of class {c}; asked for {per_class}")
+        for idx in pool[:per_class]:
+            gray = digits.images[idx] / 16.0
+            h, w = size + int(rng.integers(0, size // 4 + 1)), size + int(rng.integers(0, size // 4 + 1))
+            big = cv2.resize(gray.astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC).clip(0, 1)
+            fg, bg = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+            img = big[..., None] * fg + (1 - big[..., None]) * bg + rng.normal(0, 6, (h, w, 3))
+            out.append((img.clip(0, 255).astype(np.uint8), c))
+    return out
+
+
+def _synthetic(classes: int, per_class: int, size: int, rng: np.random.Generator) -> list[tuple[np.ndarray, int]]:
+    out = []
+    for c in range(classes):
+        angle = np.pi * c / classes
+        freq = 2.0 + 3.0 * ((c * 7) % classes) / classes
+        hue = int(180 * c / classes)
+        for _ in range(per_class):
+            h, w = size + int(rng.integers(0, size // 4 + 1)), size + int(rng.integers(0, size // 4 + 1))
+            yy, xx = np.mgrid[0:h, 0:w] / size
+            a = angle + rng.normal(0, 0.05)
+            wave = 0.5 + 0.5 * np.sin(2 * np.pi * freq * (xx * np.cos(a) + yy * np.sin(a)) + rng.uniform(0, 2 * np.pi))
+            hsv = np.stack(
+                [np.full((h, w), (hue + rng.integers(-4, 5)) % 180), np.full((h, w), 200), 60 + 180 * wave], axis=-1
+            ).astype(np.uint8)
+            img = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB).astype(np.float32) + rng.normal(0, 8, (h, w, 3))
+            out.append((img.clip(0, 255).astype(np.uint8), c))
+    return out
+
+
+def _split_sizes(per_class: int) -> tuple[int, int]:
+    train = max(1, round(per_class * 0.4))
+    valid = max(1, round(per_class * 0.3))
+    if train + valid > per_class:
+        raise DataError(f"--per-class must be at least 2 (one train and one valid image per class), got {per_class}")
+    return train, valid
+
+
+def build_fixture(
+    root: str | Path,
+    *,
+    source: str = "synthetic",
+    classes: int = 10,
+    per_class: int = 20,
+    size: int = 64,
+    seed: int = 0,
+    archive: bool = False,
+) -> dict[str, int]:
+    """Write the dataset; return the number of images per split."""
+    if source not in SOURCES:
+        raise DataError(f"--source must be one of {', '.join(SOURCES)}, got {source!r}")
+    if classes < 2:
+        raise DataError(f"--classes must be at least 2, got {classes}")
+    n_train, n_valid = _split_sizes(per_class)
+    rng = np.random.default_rng(seed)
+    images = (_digits if source == "digits" else _synthetic)(classes, per_class, size, rng)
+
+    root = Path(root)
+    (root / "jpg").mkdir(parents=True, exist_ok=True)
+    ids = rng.permutation(len(images)) + 1  # image ids in shuffled order, like the real data
+    labels = np.zeros(len(images), dtype=np.uint8)
+    splits: dict[str, list[int]] = {"trnid": [], "valid": [], "tstid": []}
+    for k, ((img, label), image_id) in enumerate(zip(images, ids)):
+        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
+        with atomic_write(root / image_relpath(int(image_id))) as fh:
+            fh.write(buf.tobytes())
+        labels[image_id - 1] = label + 1
+        rank = k % per_class
+        key = "trnid" if rank < n_train else "valid" if rank < n_train + n_valid else "tstid"
+        splits[key].append(int(image_id))
+    with atomic_write(root / "imagelabels.mat") as fh:
+        scipy.io.savemat(fh, {"labels": labels[None, :]})
+    with atomic_write(root / "setid.mat") as fh:
+        scipy.io.savemat(fh, {k: np.array(v, dtype=np.uint16)[None, :] for k, v in splits.items()})
+    if archive:
+        _write_mirror_files(root)
+    return {"train": len(splits["trnid"]), "valid": len(splits["valid"]), "test": len(splits["tstid"])}
+
+
+def _write_mirror_files(root: Path) -> None:
+    with atomic_write(root / "102flowers.tgz") as fh:
+        with tarfile.open(fileobj=fh, mode="w:gz") as tar:
+            tar.add(root / "jpg", arcname="jpg")
+    sums = []
+    for name in ("102flowers.tgz", "imagelabels.mat", "setid.mat"):
+        sums.append(f"{hashlib.md5((root / name).read_bytes()).hexdigest()}  {name}\n")
+    write_text_atomic(root / CHECKSUM_FILE, "".join(sums))
