@@ -66,6 +66,64 @@ def _add_dataset(sub: argparse._SubParsersAction) -> None:
     x.set_defaults(func=_dataset_fixture)
 
 
+# ------------------------------------------------------------------ zoo
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "y"):
+        return True
+    if text.lower() in ("0", "false", "no", "n"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
+
+
+def _download(args: argparse.Namespace) -> int:
+    from clasflow.zoo import download_weights
+
+    result = download_weights(
+        args.architecture, args.path, decompress=args.decompress, fmt=args.format,
+        url_base=args.url_base, trust=args.trust,
+    )
+    print(f"{result.arch}: {result.path} sha256 {result.sha256}{' (DEMO weights)' if result.demo else ''}")
+    return 0
+
+
+def _zoo_list(args: argparse.Namespace) -> int:
+    from clasflow.zoo import registry
+
+    for entry in registry().values():
+        print(f"{entry.name:32s} {'pdparams+tar' if entry.v2_pdparams else 'tar'}")
+    return 0
+
+
+def _zoo_mirror(args: argparse.Namespace) -> int:
+    from clasflow.zoo import write_demo_mirror
+
+    if not args.demo:
+        raise ClasflowError("only demo mirrors can be written offline: pass --demo")
+    out = write_demo_mirror(args.dir)
+    print(f"demo zoo mirror (random weights, not trained) at {out}")
+    return 0
+
+
+def _add_zoo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("download", help="download pretrained weights (the seed's tools/download.py)")
+    p.add_argument("-a", "--architecture", required=True)
+    p.add_argument("-p", "--path", default="./pretrained")
+    p.add_argument("-d", "--decompress", nargs="?", const=True, default=False, type=_bool, help="extract a v1 .tar")
+    p.add_argument("--format", default="auto", choices=["auto", "pdparams", "tar"])
+    p.add_argument("--url-base", default=None, help="a zoo mirror (http(s)://, file://, s3://); env CLASFLOW_ZOO_URL")
+    p.add_argument("--trust", action="store_true", help="accept a file whose sha256 differs from the pin or lock file")
+    p.set_defaults(func=_download)
+    z = sub.add_parser("zoo", help="list the zoo or write a demo mirror")
+    zs = z.add_subparsers(dest="zoo", required=True)
+    zs.add_parser("list", help="every architecture with weights").set_defaults(func=_zoo_list)
+    m = zs.add_parser("mirror", help="write a zoo mirror folder")
+    m.add_argument("dir")
+    m.add_argument("--demo", action="store_true", help="randomly initialised weights, clearly marked (offline runs)")
+    m.set_defaults(func=_zoo_mirror)
+
+
 # ------------------------------------------------------------------ main
 
 
@@ -74,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_dataset(sub)
+    _add_zoo(sub)
     return parser
 
 
@@ -92,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # output piped into `head`
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import scipy.io
+from scipy.io.matlab import MatReadError
 
 from clasflow.archive import safe_extract
 from clasflow.download import Checksum, fetch
@@ -61,6 +62,7 @@ def _mirror_checksums(url_base: str, root: Path) -> dict[str, str]:
     if url_base.rstrip("/") == OFFICIAL_URL_BASE:
         return dict(OFFICIAL_MD5)
     sums_path = root / CHECKSUM_FILE
+    sums_path.unlink(missing_ok=True)  # always read the mirror's current sums
     try:
         fetch(f"{url_base.rstrip('/')}/{CHECKSUM_FILE}", sums_path, binary=False, retries=1)
     except DownloadError:
@@ -88,12 +90,12 @@ def read_metadata(root: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Labels (1-based, per image id) and the three id splits from the two .mat files."""
     try:
         labels = scipy.io.loadmat(root / "imagelabels.mat")["labels"].reshape(-1).astype(np.int64)
-    except (OSError, KeyError, ValueError) as exc:
+    except (OSError, KeyError, ValueError, MatReadError) as exc:
         raise DataError(f"{root / 'imagelabels.mat'}: cannot read key 'labels' ({exc}); re-download it") from None
     try:
         setid = scipy.io.loadmat(root / "setid.mat")
         splits = {split: setid[key].reshape(-1).astype(np.int64) for split, key in SPLITS.items()}
-    except (OSError, KeyError, ValueError) as exc:
+    except (OSError, KeyError, ValueError, MatReadError) as exc:
         raise DataError(f"{root / 'setid.mat'}: cannot read keys trnid/valid/tstid ({exc}); re-download it") from None
     return labels, splits
 
@@ -119,11 +121,14 @@ def _image_ok(path: Path) -> bool:
 
 
 def _ensure_extracted(root: Path, ids: np.ndarray) -> None:
+    """Extract the archive when images are missing; without it, missing images are reported later."""
     if all((root / image_relpath(int(i))).is_file() for i in ids):
         return
     archive = root / "102flowers.tgz"
     if not archive.is_file():
-        raise DataError(f"{root}: neither the images (jpg/) nor 102flowers.tgz are there; drop --no-download or add them")
+        if not (root / "jpg").is_dir():
+            raise DataError(f"{root}: neither the images (jpg/) nor 102flowers.tgz are there; drop --no-download or add them")
+        return
     log.info("extracting %s", archive)
     safe_extract(archive, root)
 
