@@ -19,3 +19,7 @@ class ArchiveError(ClasflowError):
 
 class DataError(ClasflowError):
     """A dataset, list file or image is invalid."""
+
+
+class StorageError(ClasflowError):
+    """An artifact-store operation (MinIO/S3 or a local folder) failed; names endpoint and key, never credentials."""
