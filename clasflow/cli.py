@@ -124,6 +124,201 @@ def _add_zoo(sub: argparse._SubParsersAction) -> None:
     m.set_defaults(func=_zoo_mirror)
 
 
+# ------------------------------------------------------------------ train / eval
+
+
+def _train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from clasflow.config import load_config
+    from clasflow.engine.trainer import TrainingInterrupted, train
+
+    cfg = load_config(args.config, args.override, check_paths=True)
+    try:
+        result = train(cfg, run_name=args.run_name or Path(args.config).stem, track=not args.no_track)
+    except TrainingInterrupted as exc:
+        print(f"clasflow: {exc}", file=sys.stderr)
+        return 143
+    print(f"best valid top1 {result.best_top1:.4f} at epoch {result.best_epoch}; best model {result.best_model}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from clasflow.config import load_config
+    from clasflow.engine.trainer import evaluate
+
+    cfg = load_config(args.config, args.override)
+    metrics = evaluate(cfg, run_name=args.run_name or f"eval-{Path(args.config).stem}", track=not args.no_track)
+    print(json.dumps(metrics) if args.json else " ".join(f"{k}:{v:.4f}" for k, v in metrics.items()))
+    return 0
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    for name, func, text in (("train", _train, "train or distill (the seed's tools/train.py)"),
+                             ("eval", _eval, "evaluate weights on VALID (the seed's tools/eval.py)")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("-c", "--config", required=True, help="a PaddleClas YAML config")
+        p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config key, e.g. -o epochs=2 -o TRAIN.batch_size=8 (repeatable)")
+        p.add_argument("--run-name", default=None, help="MLflow run name (default: the config's name)")
+        p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
+        if name == "eval":
+            p.add_argument("--json", action="store_true")
+        p.set_defaults(func=func)
+
+
+# ------------------------------------------------------------------ export / predict / benchmark
+
+
+def _image_size_arg(text: str):
+    parts = [p for p in text.replace("x", ",").split(",") if p]
+    try:
+        sizes = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected SIZE or H,W (e.g. 224), got {text!r}") from None
+    if len(sizes) == 1:
+        return sizes[0]
+    if len(sizes) == 2:
+        return tuple(sizes)
+    raise argparse.ArgumentTypeError(f"expected SIZE or H,W, got {text!r}")
+
+
+def _export(args: argparse.Namespace) -> int:
+    from clasflow.export import export_from_config, export_model, read_label_names, split_pretrained_override
+
+    if args.config and args.model:
+        raise ClasflowError("give either -c CONFIG or --model ARCH, not both")
+    if args.config:
+        overrides, pretrained = split_pretrained_override(args.override)
+        result = export_from_config(args.config, overrides, args.output_path,
+                                    pretrained_model=args.pretrained_model or pretrained,
+                                    label_names_file=args.label_names, onnx=args.onnx, tolerance=args.tolerance,
+                                    opset=args.opset)
+    else:
+        if not args.model:
+            raise ClasflowError("give -c CONFIG -o pretrained_model=PATH, or --model ARCH --pretrained_model PATH")
+        if args.override:
+            raise ClasflowError("-o overrides need -c CONFIG")
+        if not args.pretrained_model:
+            raise ClasflowError("--pretrained_model is required with --model (the weights to export)")
+        names, source = None, "ids"
+        if args.label_names:
+            if args.class_num is None:
+                raise ClasflowError("--label_names needs --class_num")
+            names = read_label_names(args.label_names, args.class_num)
+            source = "flowers102" if args.label_names == "flowers102" else f"file:{args.label_names}"
+        result = export_model(arch=args.model, output_path=args.output_path, pretrained_model=args.pretrained_model,
+                              class_num=args.class_num, image_size=args.image_size, label_names=names,
+                              label_source=source, onnx=args.onnx, tolerance=args.tolerance, opset=args.opset)
+    print(json.dumps({"output_path": result.output_path, "architecture": result.architecture,
+                      "class_num": result.class_num, "files": result.files, "max_abs_diff": result.max_abs_diff})
+          if args.json else result.summary())
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from clasflow.predict import predict
+
+    preds = predict(args.model_dir, args.image_file, topk=args.topk, backend=args.backend, device=args.device,
+                    batch_size=args.batch_size, threads=args.threads)
+    if args.json:
+        print(json.dumps([p.as_dict() for p in preds], indent=2))
+    else:
+        for p in preds:
+            print(p.line())
+    return 0
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    from clasflow.benchmark import (BACKENDS, DEVICES, PRECISIONS, BenchSettings, log_to_mlflow, parse_batch_sizes,
+                                    parse_choices, print_table, run_benchmark, translate_seed_flags, write_report)
+
+    seed, note = translate_seed_flags(use_gpu=args.use_gpu, use_tensorrt=args.use_tensorrt, use_fp16=args.use_fp16,
+                                      enable_benchmark=args.enable_benchmark)
+    if note:
+        print(note, file=sys.stderr)
+    model_dir = args.model_dir or args.model_dir_seed
+    if not model_dir:
+        raise ClasflowError("--model_dir is required (a folder written by `clasflow export`)")
+    settings = BenchSettings(
+        model_dir=model_dir,
+        backends=parse_choices(args.backend or seed.get("backend", "paddle"), BACKENDS, "backend"),
+        precisions=parse_choices(args.precision or seed.get("precision", "fp32"), PRECISIONS, "precision"),
+        devices=parse_choices(args.device or seed.get("device", "cpu"), DEVICES, "device"),
+        batch_sizes=parse_batch_sizes(args.batch_size), threads=args.threads, warmup=args.warmup,
+        repeats=args.repeats, image_list=args.image_list, data_dir=args.data_dir, engine_cache=args.engine_cache,
+        gpu_id=args.gpu_id)
+    report = run_benchmark(settings, progress=lambda text: log.info("%s", text))
+    if args.json:
+        write_report(report, args.json)
+    print_table(report)
+    log_to_mlflow(report, args.json)
+    if report["summary"]["ok"] == 0:
+        reasons = sorted({f"{r['backend']}/{r['device']}/{r['precision']}: {r.get('reason')}" for r in report["results"]})
+        raise ClasflowError("nothing could run:\n  " + "\n  ".join(reasons))
+    return 0
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export an inference model (+ ONNX) that checks itself (the seed's export_model.py)")
+    p.add_argument("-c", "--config", default=None, help="a PaddleClas YAML config (architecture, classes, VALID preprocessing)")
+    p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override; -o pretrained_model=PATH names the weights to export")
+    p.add_argument("-m", "--model", default=None, metavar="ARCH", help="architecture, when no config is given")
+    p.add_argument("-p", "--pretrained_model", "--pretrained-model", dest="pretrained_model", default=None,
+                   help="checkpoint (PaddleClas prefix DIR/ppcls, a .pdparams file, or a v1 archive)")
+    p.add_argument("--class_num", "--class-num", "--class_dim", dest="class_num", type=int, default=None,
+                   help="expected class count (checked against the checkpoint; default: the checkpoint's)")
+    p.add_argument("-s", "--image_size", "--image-size", "--img_size", dest="image_size", type=_image_size_arg,
+                   default=224, help="input size with --model: SIZE or H,W (default 224)")
+    p.add_argument("--label_names", "--label-names", dest="label_names", default=None,
+                   help="label names file (one per line, or 'ID NAME' lines), or 'flowers102'")
+    p.add_argument("--output_path", "--output-path", dest="output_path", default="./inference",
+                   help="output folder (default ./inference); replaced atomically")
+    p.add_argument("--onnx", action="store_true", help="also write model.onnx (paddle2onnx, offline) and check it with onnxruntime")
+    p.add_argument("--tolerance", type=float, default=1e-4,
+                   help="self-check: max abs logit diff allowed, times max(1, max |logit|) (default 1e-4)")
+    p.add_argument("--opset", type=int, default=13, help="ONNX opset (default 13)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=_export)
+
+    q = sub.add_parser("predict", help="classify images with an exported model (the seed's predict.py)")
+    q.add_argument("--model_dir", "--model-dir", dest="model_dir", required=True, help="a folder written by `clasflow export`")
+    q.add_argument("-i", "--image_file", "--image-file", dest="image_file", required=True, help="an image or a folder of images")
+    q.add_argument("--topk", type=int, default=5, help="classes per image; 0 means all (default 5)")
+    q.add_argument("--backend", choices=["paddle", "onnxruntime"], default="paddle")
+    q.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
+    q.add_argument("-b", "--batch_size", "--batch-size", dest="batch_size", type=int, default=8)
+    q.add_argument("--threads", type=int, default=None, help="CPU threads (default: all available)")
+    q.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    q.set_defaults(func=_predict)
+
+    b = sub.add_parser("benchmark", help="latency/throughput per backend, precision and batch size")
+    b.add_argument("--model_dir", "--model-dir", dest="model_dir", default=None, help="a folder written by `clasflow export`")
+    b.add_argument("-m", dest="model_dir_seed", default=None, help=argparse.SUPPRESS)
+    b.add_argument("--backend", default=None,
+                   help="comma list of paddle, paddle-trt, onnxruntime, onnxruntime-trt, tensorrt (default paddle)")
+    b.add_argument("--device", default=None, help="cpu or gpu (comma list allowed; default cpu)")
+    b.add_argument("--precision", default=None, help="comma list of fp32, fp16, int8 (default fp32)")
+    b.add_argument("-b", "--batch_size", "--batch-size", dest="batch_size", default="1", help="comma list, e.g. 1,4")
+    b.add_argument("--threads", type=int, default=None, help="CPU math threads (default: all available)")
+    b.add_argument("--image_list", "--image-list", dest="image_list", default=None,
+                   help="a PaddleClas list (or a folder) of real images: inputs, int8 calibration, top-1 agreement")
+    b.add_argument("--data_dir", "--data-dir", dest="data_dir", default=None, help="folder the list's paths are relative to")
+    b.add_argument("--warmup", type=int, default=10)
+    b.add_argument("--repeats", type=int, default=100)
+    b.add_argument("--json", default=None, metavar="OUT", help="write the report as JSON to OUT")
+    b.add_argument("--engine_cache", "--engine-cache", dest="engine_cache", default=None,
+                   help="TensorRT engine cache folder (default ~/.cache/clasflow/engines)")
+    b.add_argument("--gpu_id", "--gpu-id", dest="gpu_id", type=int, default=0)
+    seed = b.add_argument_group("the seed's predict.py flags (translated to --backend/--device/--precision)")
+    for flag in ("--use_gpu", "--use_tensorrt", "--use_fp16", "--enable_benchmark"):
+        seed.add_argument(flag, nargs="?", const=True, default=None, type=_bool, metavar="BOOL")
+    b.set_defaults(func=_benchmark)
+
+
 # ------------------------------------------------------------------ main
 
 
@@ -133,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_dataset(sub)
     _add_zoo(sub)
+    _add_train(sub)
+    _add_export(sub)
     return parser
 
 

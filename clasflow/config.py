@@ -13,6 +13,7 @@ import difflib
 import hashlib
 import json
 import typing
+import warnings
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -91,6 +92,10 @@ class DataSection(_Section):
         return specs
 
 
+# PaddleClas's key `validate` shadows pydantic's deprecated BaseModel.validate; the field wins.
+warnings.filterwarnings("ignore", message='Field name "validate"', category=UserWarning)
+
+
 class Config(_Section):
     mode: Literal["train", "valid"] = "train"
     ARCHITECTURE: Architecture
@@ -133,8 +138,9 @@ class Config(_Section):
         return self
 
     def hash(self) -> str:
-        """Short sha256 of the resolved config, stored with checkpoints."""
-        blob = json.dumps(self.model_dump(), sort_keys=True).encode()
+        """Short sha256 of the resolved config, stored with checkpoints (where to resume from and
+        how often to log do not change the training, so they are left out)."""
+        blob = json.dumps(self.model_dump(exclude={"checkpoints", "print_interval"}), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def flat(self) -> dict[str, Any]:

@@ -118,3 +118,95 @@ def digits_mirror(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("digits_mirror")
     build_fixture(root, source="digits", classes=4, per_class=10, size=32, archive=True)
     return root
+
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "quick_start"
+
+
+def tiny_overrides(root: Path, *, classes: int, size: int = 32, epochs: int = 2, batch: int = 8, loader: str = "opencv") -> list[str]:
+    """Overrides that shrink a quick-start config to a fixture dataset at `root`."""
+    return [
+        f"epochs={epochs}", f"classes_num={classes}", "pretrained_model=", f"model_save_dir={root / 'output'}",
+        f"image_shape=[3, {size}, {size}]", "print_interval=1",
+        f"TRAIN.batch_size={batch}", f"VALID.batch_size={batch}", "TRAIN.num_workers=0", "VALID.num_workers=0",
+        f"TRAIN.file_list={root / 'data' / 'train_list.txt'}", f"TRAIN.data_dir={root / 'data'}",
+        f"VALID.file_list={root / 'data' / 'val_list.txt'}", f"VALID.data_dir={root / 'data'}",
+        f"TRAIN.loader={loader}", f"VALID.loader={loader}",
+        f"TRAIN.transforms.1.RandCropImage.size={size}",
+        f"VALID.transforms.1.ResizeImage.resize_short={size + size // 8}", f"VALID.transforms.2.CropImage.size={size}",
+    ]
+
+
+@pytest.fixture(scope="session")
+def digits_data(tmp_path_factory) -> Path:
+    """A prepared digits dataset (lists written) under ROOT/data; returns ROOT."""
+    from clasflow.data.fixture import build_fixture
+    from clasflow.data.flowers102 import prepare_flowers102
+
+    root = tmp_path_factory.mktemp("digits")
+    build_fixture(root / "data", source="digits", classes=10, per_class=40, size=32, seed=0)
+    prepare_flowers102(root / "data", download=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` on loopback (sqlite backend), started and stopped here."""
+    from tests.services import MlflowServer
+
+    with MlflowServer(tmp_path_factory.mktemp("mlflow")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """moto's S3 server on loopback, started and stopped here; a test may stop and restart it (state is lost)."""
+    from tests.services import MotoServer
+
+    with MotoServer(tmp_path_factory.mktemp("moto")) as server:
+        yield server
+
+
+S3_ENV_VARS = (
+    "CLASFLOW_S3_ENDPOINT", "MINIO_ENDPOINT", "AWS_ENDPOINT_URL", "CLASFLOW_S3_SECURE",
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "MINIO_ACCESS_KEY", "MINIO_SECRET_KEY",
+    "CLASFLOW_S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION", "CLASFLOW_S3_ATTEMPTS", "CLASFLOW_S3_BACKOFF",
+    "CLASFLOW_S3_PART_SIZE", "CLASFLOW_S3_PARALLEL", "CLASFLOW_S3_TIMEOUT",
+)
+
+
+@dataclass
+class S3Env:
+    server: object  # tests.services.MotoServer
+    bucket: str
+
+    def client(self):
+        """A direct minio client on the server (no retries, short timeouts), for setup and inspection."""
+        import urllib3
+        from minio import Minio
+
+        http = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=2, read=10))
+        return Minio(self.server.url.split("://", 1)[1], "testing", "testing", secure=False, region="us-east-1", http_client=http)
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{key}"
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch) -> S3Env:
+    """The environment pointing clasflow.storage at `s3_server` (fast retries) and a fresh bucket."""
+    import uuid
+
+    if s3_server.proc is None:  # a previous test stopped it
+        s3_server.start()
+    for name in S3_ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CLASFLOW_S3_ENDPOINT", s3_server.url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("CLASFLOW_S3_ATTEMPTS", "3")
+    monkeypatch.setenv("CLASFLOW_S3_BACKOFF", "0.05")
+    env = S3Env(server=s3_server, bucket=f"clasflow-{uuid.uuid4().hex[:12]}")
+    env.client().make_bucket(env.bucket)
+    return env

@@ -2,7 +2,8 @@
 
 Sources:
 - ``digits``: scikit-learn's bundled handwritten digits (real images, 10 classes), upscaled and
-  colorized with random per-image colors so color carries no label information.
+  colorized with random per-image colors (bright strokes on a dark ground) so color carries no
+  label information.
 - ``synthetic``: procedural images whose orientation, stripe frequency and hue depend on the
   class, with random phase, offset and noise; easy to learn, any number of classes.
 
@@ -42,7 +43,7 @@ def _digits(classes: int, per_class: int, size: int, rng: np.random.Generator) -
             gray = digits.images[idx] / 16.0
             h, w = size + int(rng.integers(0, size // 4 + 1)), size + int(rng.integers(0, size // 4 + 1))
             big = cv2.resize(gray.astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC).clip(0, 1)
-            fg, bg = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+            fg, bg = rng.uniform(150, 255, 3), rng.uniform(0, 90, 3)  # random hues, bright strokes
             img = big[..., None] * fg + (1 - big[..., None]) * bg + rng.normal(0, 6, (h, w, 3))
             out.append((img.clip(0, 255).astype(np.uint8), c))
     return out

@@ -1,0 +1,1 @@
+"""Training engine: train, eval and distill stages, checkpoints, schedules and losses."""
