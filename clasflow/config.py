@@ -143,6 +143,14 @@ class Config(_Section):
         blob = json.dumps(self.model_dump(exclude={"checkpoints", "print_interval"}), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
+    def to_raw(self) -> dict[str, Any]:
+        """The config as PaddleClas YAML would hold it (transforms as ``{OpName: {args}}``)."""
+        raw = self.model_dump()
+        for section in ("TRAIN", "VALID"):
+            if raw.get(section):
+                raw[section]["transforms"] = [{t["name"]: t["args"] or None} for t in raw[section]["transforms"]]
+        return raw
+
     def flat(self) -> dict[str, Any]:
         """The resolved config as dotted keys (for MLflow params)."""
         out: dict[str, Any] = {}
@@ -263,6 +271,13 @@ def _check_transforms(cfg: Config, where: str) -> None:
                     f"{where}: {key}: transform {spec.name!r} has no DALI mapping; "
                     f"set {section_name}.loader=opencv to use it"
                 )
+        if section.loader == "dali":  # arguments DALI cannot express (e.g. interpolation: lanczos)
+            from clasflow.data.dali_pipeline import check_dali_transforms
+
+            try:
+                check_dali_transforms(ops.build_ops(section.transforms))
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: {section_name}.transforms: {exc}; set {section_name}.loader=opencv to use it") from None
 
 
 def check_files(cfg: Config, where: str = "config") -> None:

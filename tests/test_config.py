@@ -123,10 +123,15 @@ def test_transform_without_dali_mapping_fails_only_for_dali(monkeypatch):
 
     monkeypatch.setattr(transforms, "DALI_SUPPORTED", transforms.DALI_SUPPORTED - {"RandomErasing"})
     msg = _error(lambda r: r["TRAIN"].update(loader="dali"))
-    assert "TRAIN.transforms[6].RandomErasing: transform 'RandomErasing' has no DALI mapping; set TRAIN.loader=opencv" in msg
+    assert "TRAIN.transforms[5].RandomErasing: transform 'RandomErasing' has no DALI mapping; set TRAIN.loader=opencv" in msg
     raw = _raw()
     raw["TRAIN"]["loader"] = "opencv"
     assert config_from_dict(raw).TRAIN.loader == "opencv"
+
+
+def test_dali_refuses_arguments_it_cannot_express():
+    msg = _error(lambda r: r["VALID"].update(loader="dali") or r["VALID"]["transforms"][1]["ResizeImage"].update(interpolation="lanczos"))
+    assert "VALID.transforms" in msg and "lanczos" in msg and "VALID.loader=opencv" in msg
 
 
 def test_distillation_needs_teacher_and_student():

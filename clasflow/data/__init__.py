@@ -1,0 +1,208 @@
+"""Data loading: PaddleClas transforms on DALI (CPU or GPU) or on OpenCV workers.
+
+``build_loader(section, mode=...)`` returns an object that yields, once per
+``for`` loop (one epoch), ``(images, labels)`` with images a float32 paddle
+Tensor ``[N, 3, H, W]`` and labels an int64 Tensor ``[N, 1]`` (-1 for unlabeled
+lists).  It has ``len()`` (batches per epoch), ``num_samples``, ``name``
+("dali" or "opencv"), ``skipped`` (bad images dropped) and ``skipped_files``.
+
+Both loaders use the same sample order for a given seed and epoch, the same
+sharding across data-parallel ranks, and the same bad-image policy:
+files are checked cheaply up front (existence, image signature, JPEG header
+and end marker); a bad file raises ``DataError`` naming it, or with
+``skip_bad_images: true`` is dropped and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from clasflow.errors import ConfigError, DataError
+from clasflow.data.lists import ListEntry, check_image_file, read_list
+
+__all__ = ["build_loader", "dali_available", "dist_info", "epoch_indices", "SampleSet"]
+
+log = logging.getLogger("clasflow.data")
+
+_MODES = ("train", "eval")
+
+
+def dali_available() -> bool:
+    try:
+        import nvidia.dali  # noqa: F401
+    except Exception:  # ImportError, or a broken CUDA/driver install
+        return False
+    return True
+
+
+def dist_info() -> tuple[int, int]:
+    """(rank, world_size) of this data-parallel process (1 process: (0, 1))."""
+    try:
+        import paddle.distributed as dist
+
+        rank, world = int(dist.get_rank()), int(dist.get_world_size())
+    except Exception:
+        rank = int(os.environ.get("PADDLE_TRAINER_ID", "0"))
+        world = int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))
+    world = max(world, 1)
+    if not 0 <= rank < world:
+        raise DataError(f"data-parallel rank {rank} is outside world size {world}")
+    return rank, world
+
+
+def epoch_indices(
+    n: int, epoch: int, *, shuffle: bool, seed: int, rank: int = 0, world: int = 1, pad: bool = True
+) -> np.ndarray:
+    """Sample indices this rank visits in ``epoch``.
+
+    Shuffling is a full permutation drawn from ``seed + epoch`` (identical on all
+    ranks).  With ``pad`` (training) the list is padded by wrapping around so that
+    every rank gets the same count; without it (evaluation) the ranks' shares are
+    disjoint and together cover every sample exactly once.
+    """
+    order = np.arange(n, dtype=np.int64)
+    if shuffle:
+        order = np.random.RandomState((int(seed) + int(epoch)) % (2**32)).permutation(n)
+    if world > 1:
+        if pad:
+            total = int(math.ceil(n / world)) * world
+            if total > n:
+                order = np.concatenate([order, order[: total - n]])
+        order = order[rank::world]
+    return order
+
+
+def batches_of(indices: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    return [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
+
+
+@dataclass
+class SampleSet:
+    """The samples a loader serves: absolute paths, labels, and what was dropped."""
+
+    paths: list[str]
+    labels: np.ndarray  # int64 [n]
+    skipped_files: list[tuple[str, str]]  # (path, reason)
+    file_list: str
+
+
+def _attr(section: Any, name: str, default: Any = None) -> Any:
+    return getattr(section, name, default)
+
+
+def _load_samples(section: Any, *, labeled: bool, class_num: int | None, skip_bad: bool) -> SampleSet:
+    file_list = _attr(section, "file_list")
+    data_dir = _attr(section, "data_dir") or ""
+    entries: list[ListEntry] = read_list(file_list, labeled=labeled, class_num=class_num)
+    paths, labels, bad = [], [], []
+    for e in entries:
+        p = os.path.join(data_dir, e.path)
+        reason = check_image_file(p)
+        if reason is not None:
+            bad.append((p, reason, e.line))
+            continue
+        paths.append(p)
+        labels.append(e.label)
+    if bad and not skip_bad:
+        shown = "; ".join(f"{p} ({r}, {file_list}:{ln})" for p, r, ln in bad[:5])
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise DataError(
+            f"bad image file: {shown}{more}. Fix or remove it from the list, "
+            f"or set skip_bad_images: true to drop bad images"
+        )
+    for p, r, _ in bad:
+        log.warning("skipping bad image %s: %s", p, r)
+    if not paths:
+        raise DataError(f"no usable images in {file_list} ({len(bad)} bad)")
+    return SampleSet(
+        paths=paths,
+        labels=np.asarray(labels, dtype=np.int64),
+        skipped_files=[(p, r) for p, r, _ in bad],
+        file_list=file_list,
+    )
+
+
+def _check_transforms(transforms: Sequence[Any]) -> None:
+    names = [t.name for t in transforms]
+    if not names or names[0] != "DecodeImage":
+        raise ConfigError(f"transforms must start with DecodeImage, got {names}")
+    if "ToCHWImage" not in names:
+        raise ConfigError(f"transforms must include ToCHWImage (images are fed as [N, 3, H, W]), got {names}")
+
+
+def build_loader(
+    section: Any,
+    *,
+    mode: str,
+    labeled: bool = True,
+    class_num: int | None = None,
+    seed: int = 0,
+):
+    """Build the loader for one data section (see the module docstring).
+
+    mode: "train" (shuffled per epoch, augmentation random) or "eval" (list order,
+    every sample exactly once).  ``loader: auto`` picks DALI when ``nvidia.dali``
+    imports, else OpenCV, and logs the choice.
+    """
+    if mode not in _MODES:
+        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+    choice = _attr(section, "loader", "auto") or "auto"
+    if choice not in ("auto", "dali", "opencv"):
+        raise ConfigError(f"loader must be auto, dali or opencv, got {choice!r}")
+    batch_size = _attr(section, "batch_size")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive int, got {batch_size!r}")
+    transforms = list(_attr(section, "transforms", []) or [])
+    _check_transforms(transforms)
+
+    if choice == "auto":
+        if dali_available():
+            from clasflow.data.dali_pipeline import DaliUnsupportedError, check_dali_transforms
+            from clasflow.data.transforms import build_ops
+
+            try:
+                check_dali_transforms(build_ops(transforms))
+                choice = "dali"
+                log.info("data loader: DALI (nvidia.dali is installed)")
+            except DaliUnsupportedError as e:
+                choice = "opencv"
+                log.info("data loader: OpenCV workers (%s)", e)
+            except ValueError as e:
+                raise ConfigError(f"transforms: {e}") from None
+        else:
+            choice = "opencv"
+            log.info("data loader: OpenCV workers (nvidia.dali is not importable)")
+    elif choice == "dali" and not dali_available():
+        raise ConfigError("loader: dali was requested but nvidia.dali cannot be imported; use loader: opencv or auto")
+    else:
+        log.info("data loader: %s (configured)", "DALI" if choice == "dali" else "OpenCV workers")
+
+    skip_bad = bool(_attr(section, "skip_bad_images", False))
+    samples = _load_samples(section, labeled=labeled, class_num=class_num, skip_bad=skip_bad)
+    rank, world = dist_info()
+    shuffle_seed = _attr(section, "shuffle_seed")
+    common = dict(
+        samples=samples,
+        transforms=transforms,
+        batch_size=batch_size,
+        num_workers=max(int(_attr(section, "num_workers", 0) or 0), 0),
+        mode=mode,
+        shuffle_seed=int(seed if shuffle_seed is None else shuffle_seed),
+        seed=int(seed),
+        rank=rank,
+        world=world,
+        skip_bad=skip_bad,
+    )
+    if choice == "dali":
+        from clasflow.data.dali_pipeline import DaliLoader
+
+        return DaliLoader(**common)
+    from clasflow.data.opencv_loader import OpenCVLoader
+
+    return OpenCVLoader(**common)
