@@ -319,6 +319,65 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     b.set_defaults(func=_benchmark)
 
 
+# ------------------------------------------------------------------ report, tracking, loaders
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from clasflow.report import compare
+
+    rows = compare(args.out, experiment=args.experiment, pipeline_run=args.pipeline_run, profile=args.profile,
+                   tolerance=args.tolerance)
+    for r in rows:
+        print(f"{r.config:45s} best {r.best_top1:.4f}  published {r.published if r.published is not None else '-'}  {r.verdict}")
+    print(f"report: {args.out}/report.html, {args.out}/report.md, {args.out}/top1_curves.png")
+    return 1 if any(r.verdict == "fail" for r in rows) else 0
+
+
+def _tracking_sync(args: argparse.Namespace) -> int:
+    from clasflow.tracking import sync_journal
+
+    print(f"sent {sync_journal(args.journal)} records from {args.journal}")
+    return 0
+
+
+def _bench_loader(args: argparse.Namespace) -> int:
+    from clasflow.config import load_config
+    from clasflow.data.bench import bench_loaders
+
+    cfg = load_config(args.config, args.override, check_paths=True)
+    section = cfg.TRAIN if args.section == "TRAIN" else cfg.VALID
+    result = bench_loaders(section, loaders=tuple(args.loader.split(",")), batches=args.batches)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for name, figures in result.items():
+            print(f"{name:8s} {figures['images_per_sec']:8.1f} images/s  {figures['cpu_ms_per_image']:7.2f} CPU-ms/image")
+    return 0
+
+
+def _add_misc(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="Top1 curves of an MLflow experiment against the published figures")
+    p.add_argument("--experiment", default=None, help="default: $MLFLOW_EXPERIMENT_NAME or flowers102-quickstart")
+    p.add_argument("--out", default="report")
+    p.add_argument("--pipeline-run", default=None, help="only the runs of this pipeline run (tag clasflow.pipeline_run)")
+    p.add_argument("--profile", default="full", help="full: judge pass/fail; anything else: demo, not comparable")
+    p.add_argument("--tolerance", type=float, default=0.01, help="allowed Top1 shortfall (0.01 = 1 point)")
+    p.set_defaults(func=_compare)
+    t = sub.add_parser("tracking", help="MLflow helpers")
+    ts = t.add_subparsers(dest="tracking", required=True)
+    s = ts.add_parser("sync", help="send a journal left by a run whose tracking server was down")
+    s.add_argument("journal")
+    s.set_defaults(func=_tracking_sync)
+    b = sub.add_parser("bench-loader", help="images/s and CPU-ms/image of the DALI and OpenCV loaders side by side")
+    b.add_argument("-c", "--config", required=True)
+    b.add_argument("-o", "--override", action="append", default=[])
+    b.add_argument("--loader", default="dali,opencv")
+    b.add_argument("--section", default="TRAIN", choices=["TRAIN", "VALID"])
+    b.add_argument("--batches", type=int, default=20)
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(func=_bench_loader)
+
+
 # ------------------------------------------------------------------ main
 
 
@@ -329,6 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dataset(sub)
     _add_zoo(sub)
     _add_train(sub)
+    _add_misc(sub)
     _add_export(sub)
     return parser
 

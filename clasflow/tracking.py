@@ -30,6 +30,10 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
 
 
+# Set by the pipeline steps so that the report can pick one pipeline run's MLflow runs.
+ENV_TAGS = {"CLASFLOW_PIPELINE_RUN": "clasflow.pipeline_run", "CLASFLOW_PROFILE": "clasflow.profile"}
+
+
 def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
 
@@ -61,7 +65,8 @@ class Tracker:
             self.journal.unlink(missing_ok=True)
             self._append({"op": "start", "run_name": run_name, "experiment": self.experiment, "parent": self.parent})
             self._append({"op": "params", "params": {k: _param(v) for k, v in (params or {}).items()}})
-            self._append({"op": "tags", "tags": dict(tags or {})})
+            env_tags = {tag: os.environ[var] for var, tag in ENV_TAGS.items() if os.environ.get(var)}
+            self._append({"op": "tags", "tags": {**env_tags, **(tags or {})}})
             self.flush()
 
     @classmethod

@@ -1,0 +1,326 @@
+"""The pipeline's steps: each one adapts folders (KFP artifacts) and profile parameters to a stage.
+
+Every step is a plain function of paths and values, so the KFP components in ``components/``
+stay one-line calls, and the same steps run under ``kfp.local`` or a cluster. A profile
+shrinks the quick-start configs without editing them: image size, epochs, batch size; the
+dataset source (``official``, a mirror URL, or ``fixture:digits`` for the offline demo) and
+the zoo (official, a mirror, or ``demo`` for generated demo weights).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import urllib.parse
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from clasflow import storage
+from clasflow.config import config_from_dict, load_raw
+from clasflow.errors import ClasflowError, ConfigError
+from clasflow.fsutil import file_digest, write_text_atomic
+
+log = logging.getLogger(__name__)
+
+DATASET_META = "dataset.json"
+QUICK_START = (
+    "ResNet50_vd", "ResNet50_vd_finetune", "ResNet50_vd_ssld_finetune",
+    "ResNet50_vd_ssld_random_erasing_finetune", "MobileNetV3_large_x1_0_finetune", "R50_vd_distill_MV3_large_x1_0",
+)
+
+
+def config_dir() -> Path:
+    """Where the quick-start YAMLs live: $CLASFLOW_CONFIG_DIR, the source checkout, or the image."""
+    candidates = [os.environ.get("CLASFLOW_CONFIG_DIR"), Path(__file__).resolve().parents[1] / "configs" / "quick_start",
+                  "/opt/clasflow/configs/quick_start"]
+    for c in candidates:
+        if c and Path(c, "ResNet50_vd.yaml").is_file():
+            return Path(c)
+    raise ClasflowError("quick-start configs not found; set CLASFLOW_CONFIG_DIR to the configs/quick_start folder")
+
+
+@dataclass
+class Profile:
+    """How big a run is (0 / -1: keep the config's value) and where it reports to."""
+
+    name: str = "full"
+    image_size: int = 0
+    epochs: int = 0
+    batch_size: int = 0
+    num_workers: int = -1
+    experiment: str = ""
+    pipeline_run: str = ""
+
+    def env(self) -> None:
+        """MLflow tags and experiment of the runs this step starts."""
+        os.environ["CLASFLOW_PROFILE"] = self.name
+        if self.pipeline_run:
+            os.environ["CLASFLOW_PIPELINE_RUN"] = self.pipeline_run
+        if self.experiment:
+            os.environ["MLFLOW_EXPERIMENT_NAME"] = self.experiment
+
+
+# ------------------------------------------------------------------ artifacts and content cache
+
+ARTIFACT_ROOT_ENV = "CLASFLOW_ARTIFACT_ROOT"  # e.g. s3://clasflow/artifacts (the chart's ConfigMap sets it)
+
+
+def publish(path: str | os.PathLike, name: str, profile: "Profile") -> str | None:
+    """Upload a step's output (file or folder) under ``$CLASFLOW_ARTIFACT_ROOT/runs/<pipeline run>/<name>``."""
+    root = os.environ.get(ARTIFACT_ROOT_ENV)
+    if not root:
+        return None
+    prefix = storage.join(storage.run_prefix(root, profile.pipeline_run or "adhoc"), name)
+    path = Path(path)
+    if path.is_dir():
+        storage.upload_dir(path, prefix)
+    else:
+        storage.upload(path, prefix)
+    log.info("published %s to %s", path, prefix)
+    return prefix
+
+
+
+def _cache_key(kind: str, ident: str) -> str:
+    return f"index/{kind}-{hashlib.sha256(ident.encode()).hexdigest()[:40]}"
+
+
+def cache_restore(cache_root: str, kind: str, ident: str, dest: Path) -> bool:
+    """Fetch `dest` from the content cache when the index knows `ident`."""
+    if not cache_root:
+        return False
+    index = storage.join(cache_root, _cache_key(kind, ident))
+    if not storage.exists(index):
+        return False
+    with tempfile.TemporaryDirectory() as tmp:
+        sha = Path(storage.download(index, Path(tmp) / "sha")).read_text().strip()
+    hit = storage.cache_get(sha, cache_root, dest) is not None
+    log.info("cache %s for %s (%s)", "hit" if hit else "miss", dest.name, ident)
+    return hit
+
+
+def cache_store(cache_root: str, kind: str, ident: str, path: Path) -> None:
+    if not cache_root:
+        return
+    storage.cache_put(path, cache_root)
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "sha").write_text(file_digest(path))
+        storage.upload(Path(tmp) / "sha", storage.join(cache_root, _cache_key(kind, ident)))
+
+
+# ------------------------------------------------------------------ dataset
+
+
+def _fixture_spec(source: str) -> dict[str, Any]:
+    parsed = urllib.parse.urlparse(source.replace("fixture:", "fixture://", 1))
+    spec = {"source": parsed.netloc or "digits", "classes": 10, "per_class": 20, "size": 64}
+    for key, value in urllib.parse.parse_qsl(parsed.query):
+        if key not in spec:
+            raise ConfigError(f"dataset source {source!r}: unknown option {key!r}; known: classes, per_class, size")
+        spec[key] = int(value)
+    return spec
+
+
+def prepare_dataset(out_dir: str | os.PathLike, source: str = "official", cache_root: str = "") -> dict[str, Any]:
+    """flowers102 lists in `out_dir` from the official files, a mirror, or a fixture."""
+    from clasflow.data.fixture import build_fixture
+    from clasflow.data.flowers102 import OFFICIAL_MD5, OFFICIAL_URL_BASE, prepare_flowers102
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if source.startswith("fixture:"):
+        spec = _fixture_spec(source)
+        build_fixture(out, **spec)
+        report = prepare_flowers102(out, download=False, strict=True)
+    else:
+        url_base = OFFICIAL_URL_BASE if source in ("", "official") else source
+        for name, md5 in OFFICIAL_MD5.items():  # official files by their md5 pins
+            if url_base == OFFICIAL_URL_BASE:
+                cache_restore(cache_root, "md5", md5, out / name)
+        report = prepare_flowers102(out, url_base=url_base)
+        if url_base == OFFICIAL_URL_BASE:
+            for name, md5 in OFFICIAL_MD5.items():
+                cache_store(cache_root, "md5", md5, out / name)
+    meta = {"source": source, "classes": report.classes, "counts": report.counts, "bad_images": len(report.bad_images)}
+    write_text_atomic(out / DATASET_META, json.dumps(meta, indent=2))
+    return meta
+
+
+def read_dataset_meta(dataset_dir: str | os.PathLike) -> dict[str, Any]:
+    path = Path(dataset_dir) / DATASET_META
+    if not path.is_file():
+        raise ClasflowError(f"{path} not found: {dataset_dir} was not made by the dataset step")
+    return json.loads(path.read_text())
+
+
+# ------------------------------------------------------------------ weights
+
+
+def fetch_pretrained(arch: str, out_dir: str | os.PathLike, zoo_url: str = "", cache_root: str = "") -> dict[str, Any]:
+    """The pretrained weights of `arch` into `out_dir` (official zoo, a mirror, or ``demo``)."""
+    from clasflow.zoo import download_weights, lookup, write_demo_mirror
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if zoo_url == "demo":
+        with tempfile.TemporaryDirectory() as mirror:
+            write_demo_mirror(mirror, archs=(arch,))
+            result = download_weights(arch, out, url_base=f"file://{mirror}")
+    else:
+        entry = lookup(arch)
+        filename = entry.v2_pdparams.rsplit("/", 1)[1]
+        ident = f"{zoo_url or 'official'}/{filename}"
+        cache_restore(cache_root, "url", ident, out / filename)
+        result = download_weights(arch, out, url_base=zoo_url or None)
+        cache_store(cache_root, "url", ident, Path(result.path))
+    return asdict(result)
+
+
+# ------------------------------------------------------------------ configs
+
+
+def _set_op_arg(transforms: list, op: str, key: str, value: Any) -> None:
+    for item in transforms:
+        if isinstance(item, dict) and op in item:
+            item[op] = {**(item[op] or {}), key: value}
+
+
+def build_config(name: str, dataset_dir: str | os.PathLike, out_dir: str | os.PathLike, profile: Profile,
+                 pretrained: list[str] | None = None):
+    """A quick-start config pointed at the dataset, the output folder and the weights, resized by `profile`."""
+    if name not in QUICK_START:
+        raise ConfigError(f"config {name!r} is not a quick-start config; choose from {', '.join(QUICK_START)}")
+    raw = load_raw(config_dir() / f"{name}.yaml")
+    data = read_dataset_meta(dataset_dir)
+    raw["classes_num"] = data["classes"]
+    raw["model_save_dir"] = str(out_dir)
+    for section in ("TRAIN", "VALID"):
+        sec = raw[section]
+        sec["file_list"] = str(Path(dataset_dir) / Path(sec["file_list"]).name)
+        sec["data_dir"] = str(dataset_dir)
+        if profile.batch_size > 0:
+            sec["batch_size"] = profile.batch_size
+        if profile.num_workers >= 0:
+            sec["num_workers"] = profile.num_workers
+    raw["total_images"] = data["counts"][Path(raw["TRAIN"]["file_list"]).name]
+    if profile.epochs > 0:
+        raw["epochs"] = profile.epochs
+    if profile.image_size > 0:
+        s = profile.image_size
+        raw["image_shape"] = [3, s, s]
+        _set_op_arg(raw["TRAIN"]["transforms"], "RandCropImage", "size", s)
+        _set_op_arg(raw["VALID"]["transforms"], "ResizeImage", "resize_short", round(s * 256 / 224))
+        _set_op_arg(raw["VALID"]["transforms"], "CropImage", "size", s)
+    if pretrained is not None:
+        if isinstance(raw.get("pretrained_model"), list):  # distillation: [teacher, student]
+            raw["pretrained_model"] = list(pretrained) if pretrained else ["", ""]
+        else:
+            raw["pretrained_model"] = pretrained[0] if pretrained else ""
+    return config_from_dict(raw, f"{name}.yaml (profile {profile.name})", check_paths=True)
+
+
+def _weights_in(folder: str | os.PathLike) -> str:
+    """The PaddleClas prefix of the weights in a folder made by fetch_pretrained or train_step."""
+    folder = Path(folder)
+    found = sorted(folder.glob("*.pdparams"))
+    if len(found) == 1:
+        return str(found[0].with_suffix(""))
+    if (folder / "final" / "ppcls.pdparams").is_file():
+        return str(folder / "final" / "ppcls")
+    raise ClasflowError(f"no weights in {folder}: expected one .pdparams file or final/ppcls.pdparams")
+
+
+def train_step(name: str, dataset_dir: str, out_dir: str, profile: Profile, pretrained_dirs: list[str] = (),
+               run_name: str = "") -> dict[str, float]:
+    """Train one quick-start config; keep final/ and best_model/ in `out_dir` (the model artifact)."""
+    from clasflow.engine.trainer import train
+
+    profile.env()
+    work = Path(out_dir)
+    cfg = build_config(name, dataset_dir, work / "checkpoints", profile, [_weights_in(d) for d in pretrained_dirs])
+    result = train(cfg, run_name=run_name or name)
+    arch_dir = Path(result.arch_dir)
+    last = arch_dir / str(cfg.epochs - 1)
+    shutil.copytree(last, work / "final", dirs_exist_ok=True)
+    shutil.copytree(arch_dir / "best_model", work / "best_model", dirs_exist_ok=True)
+    shutil.copy(arch_dir / "config.resolved.yaml", work / "config.yaml")
+    shutil.rmtree(work / "checkpoints")  # per-epoch checkpoints stay out of the artifact
+    metrics = {"best_valid_top1": result.best_top1, "best_epoch": float(result.best_epoch)}
+    metrics.update({k: v for k, v in result.final.items() if isinstance(v, float)})
+    write_text_atomic(work / "metrics.json", json.dumps(metrics, indent=2))
+    publish(work, f"models/{name}", profile)
+    return metrics
+
+
+def _checkpoint_config(name: str, dataset_dir: str, model_dir: str, scratch: str, profile: Profile):
+    """The config of a trained model, with pretrained_model = its best checkpoint."""
+    cfg = build_config(name, dataset_dir, scratch, profile, [])
+    return cfg.model_copy(update={"pretrained_model": str(Path(model_dir) / "best_model" / "ppcls")})
+
+
+def eval_step(name: str, dataset_dir: str, model_dir: str, profile: Profile) -> dict[str, float]:
+    from clasflow.engine.trainer import evaluate
+
+    profile.env()
+    with tempfile.TemporaryDirectory() as scratch:
+        return evaluate(_checkpoint_config(name, dataset_dir, model_dir, scratch, profile), run_name=f"eval-{name}")
+
+
+def export_step(name: str, dataset_dir: str, model_dir: str, out_dir: str, profile: Profile, onnx: bool = True) -> dict[str, Any]:
+    """Export the best model (the student for distillation) with its inference.yml and ONNX."""
+    import yaml
+
+    from clasflow.export import export_from_config
+
+    with tempfile.TemporaryDirectory() as scratch:
+        cfg = _checkpoint_config(name, dataset_dir, model_dir, scratch, profile)
+        cfg_path = Path(scratch) / f"{name}.yaml"
+        raw = cfg.to_raw()
+        raw["pretrained_model"] = ["", cfg.pretrained_model] if cfg.use_distillation else cfg.pretrained_model
+        cfg_path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        result = export_from_config(cfg_path, [], out_dir, pretrained_model=cfg.pretrained_model, onnx=onnx)
+    publish(out_dir, f"exported/{name}", profile)
+    return asdict(result) if hasattr(result, "__dataclass_fields__") else dict(result)
+
+
+def benchmark_step(model_dir: str, out_json: str, dataset_dir: str = "", backends: str = "paddle,onnxruntime",
+                   precisions: str = "fp32", batch_sizes: str = "1,4", repeats: int = 50,
+                   profile: Profile | None = None) -> dict[str, Any]:
+    """Benchmark an exported model on real validation images; GPU backends run where present,
+    the rest are reported as skipped with the reason."""
+    from clasflow.benchmark import (BenchSettings, parse_batch_sizes, parse_choices, run_benchmark, write_report)
+    from clasflow.engine.runtime import gpu_available
+
+    settings = BenchSettings(
+        model_dir=model_dir,
+        backends=parse_choices(backends, ("paddle", "onnxruntime", "tensorrt"), "backend"),
+        precisions=parse_choices(precisions, ("fp32", "fp16", "int8"), "precision"),
+        devices=["gpu"] if gpu_available() else ["cpu"],
+        batch_sizes=parse_batch_sizes(batch_sizes),
+        repeats=repeats,
+        image_list=str(Path(dataset_dir) / "val_list.txt") if dataset_dir else None,
+        data_dir=dataset_dir or None,
+    )
+    report = run_benchmark(settings)
+    write_report(report, out_json)
+    publish(out_json, "benchmark.json", profile or Profile())
+    return report
+
+
+def report_step(html_path: str, markdown_path: str, profile: Profile, tolerance: float = 0.01, out_dir: str = "") -> None:
+    """The Top1 report of this pipeline run as one HTML page and Markdown (and, with `out_dir`,
+    the PNG and JSON beside them)."""
+    from clasflow.report import compare
+
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(out_dir or scratch)
+        compare(out, experiment=profile.experiment or None, pipeline_run=profile.pipeline_run or None,
+                profile=profile.name, tolerance=tolerance)
+        shutil.copyfile(out / "report.html", html_path)
+        shutil.copyfile(out / "report.md", markdown_path)
+        publish(out, "report", profile)

@@ -1,0 +1,14 @@
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Model, Output
+
+from components.image import BASE_IMAGE
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def export(config: str, dataset: Input[Dataset], model: Input[Model], profile: str, image_size: int,
+           inference_model: Output[Model]):
+    """Paddle inference model + ONNX + inference.yml (the student, for distillation)."""
+    from clasflow.steps import Profile, export_step
+
+    result = export_step(config, dataset.path, model.path, inference_model.path, Profile(profile, image_size))
+    inference_model.metadata["max_abs_diff"] = result["max_abs_diff"]

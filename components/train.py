@@ -1,0 +1,38 @@
+"""Training components: from scratch, fine-tuning from pretrained weights, and distillation."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+from components.image import BASE_IMAGE
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def train_from_scratch(config: str, dataset: Input[Dataset], profile: str, image_size: int, epochs: int, batch_size: int,
+                       num_workers: int, experiment: str, pipeline_run: str, model: Output[Model], metrics: Output[Metrics]):
+    from clasflow.steps import Profile, train_step
+
+    prof = Profile(profile, image_size, epochs, batch_size, num_workers, experiment, pipeline_run)
+    for key, value in train_step(config, dataset.path, model.path, prof).items():
+        metrics.log_metric(key, value)
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def finetune(config: str, dataset: Input[Dataset], pretrained: Input[Model], profile: str, image_size: int, epochs: int,
+             batch_size: int, num_workers: int, experiment: str, pipeline_run: str, model: Output[Model],
+             metrics: Output[Metrics]):
+    from clasflow.steps import Profile, train_step
+
+    prof = Profile(profile, image_size, epochs, batch_size, num_workers, experiment, pipeline_run)
+    for key, value in train_step(config, dataset.path, model.path, prof, [pretrained.path]).items():
+        metrics.log_metric(key, value)
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def distill(config: str, dataset: Input[Dataset], teacher: Input[Model], student: Input[Model], profile: str,
+            image_size: int, epochs: int, batch_size: int, num_workers: int, experiment: str, pipeline_run: str,
+            model: Output[Model], metrics: Output[Metrics]):
+    from clasflow.steps import Profile, train_step
+
+    prof = Profile(profile, image_size, epochs, batch_size, num_workers, experiment, pipeline_run)
+    for key, value in train_step(config, dataset.path, model.path, prof, [teacher.path, student.path]).items():
+        metrics.log_metric(key, value)

@@ -1,0 +1,188 @@
+"""The flowers102 quick-start DAG: dataset -> weights -> five trainings -> distillation -> eval
+-> export -> benchmark -> report.
+
+One pipeline serves the full GPU run (the defaults) and the small demo (`make quickstart`):
+parameters choose the profile (image size, epochs, batch size), the data and zoo sources, and
+which configs run. `build_pipeline(cluster=True)` is what gets compiled: it adds the cluster
+settings (GPU, node selector and tolerations, /dev/shm, credentials from the chart's Secret and
+ConfigMap, CPU/memory requests); the local run uses `cluster=False`.
+
+    python -m pipelines.flowers_quickstart compile   # writes pipelines/flowers_quickstart.yaml
+    python -m pipelines.flowers_quickstart local     # runs it here with kfp.local (see --help)
+"""
+
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from kfp import compiler, dsl, kubernetes
+
+import components as c
+
+PACKAGE = Path(__file__).with_suffix(".yaml")
+PIPELINE_NAME = "flowers-quickstart"
+STUDENT_ARCH = "MobileNetV3_large_x1_0"
+ARCHS = ("ResNet50_vd", "ResNet50_vd_ssld", STUDENT_ARCH)
+FINETUNES = (  # (config, pretrained weights, pipeline flag)
+    ("ResNet50_vd_finetune", "ResNet50_vd", "run_finetune"),
+    ("ResNet50_vd_ssld_finetune", "ResNet50_vd_ssld", "run_ssld"),
+    ("MobileNetV3_large_x1_0_finetune", STUDENT_ARCH, "run_mobilenetv3"),
+)
+TEACHER_CONFIG = "ResNet50_vd_ssld_random_erasing_finetune"
+DISTILL_CONFIG = "R50_vd_distill_MV3_large_x1_0"
+
+# The demo profile: what `make quickstart` passes (fixture data, demo weights, tiny images).
+DEMO_ARGUMENTS = {
+    "profile": "demo", "image_size": 32, "epochs": 3, "batch_size": 16, "num_workers": 0,
+    "dataset_source": "fixture:digits?classes=10&per_class=24&size=40", "zoo_url": "demo",
+    "benchmark_backends": "paddle,onnxruntime,tensorrt", "benchmark_precisions": "fp32", "benchmark_batch_sizes": "1,4",
+}
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """What the compile step adds for a GPU cluster. The Secret and ConfigMap come from the Helm chart."""
+
+    gpu_resource: str = "nvidia.com/gpu"
+    gpu_node_label: tuple[str, str] = ("nvidia.com/gpu.present", "true")
+    gpu_toleration_key: str = "nvidia.com/gpu"
+    shm_size: str = "16Gi"
+    secret: str = "clasflow-credentials"
+    secret_env: tuple[str, ...] = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+    config_map: str = "clasflow-config"
+    config_env: tuple[str, ...] = ("MLFLOW_TRACKING_URI", "CLASFLOW_S3_ENDPOINT", "CLASFLOW_ARTIFACT_ROOT")
+    gpu_task_cpu: str = "8"
+    gpu_task_memory: str = "32G"
+    cpu_task_cpu: str = "1"
+    cpu_task_memory: str = "4G"
+
+
+def _apply(task: dsl.PipelineTask, settings: ClusterSettings | None, gpu: bool) -> dsl.PipelineTask:
+    if settings is None:
+        return task
+    kubernetes.use_secret_as_env(task, settings.secret, {k: k for k in settings.secret_env})
+    kubernetes.use_config_map_as_env(task, settings.config_map, {k: k for k in settings.config_env})
+    if gpu:
+        task.set_accelerator_type(settings.gpu_resource).set_accelerator_limit(1)
+        kubernetes.add_node_selector(task, *settings.gpu_node_label)
+        kubernetes.add_toleration(task, key=settings.gpu_toleration_key, operator="Exists", effect="NoSchedule")
+        kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=settings.shm_size)
+        task.set_cpu_request(settings.gpu_task_cpu).set_memory_request(settings.gpu_task_memory)
+    else:
+        task.set_cpu_request(settings.cpu_task_cpu).set_memory_request(settings.cpu_task_memory)
+    return task
+
+
+def build_pipeline(cluster: bool, settings: ClusterSettings = ClusterSettings()):
+    """The pipeline function; with `cluster`, tasks carry the GPU/secret/shm/resource settings."""
+    k8s = settings if cluster else None
+
+    @dsl.pipeline(name=PIPELINE_NAME, description="PaddleClas flowers102 quick start: six experiments, distillation, export, TensorRT benchmark")
+    def flowers_quickstart(
+        profile: str = "full",
+        image_size: int = 224,
+        epochs: int = 20,
+        batch_size: int = 0,
+        num_workers: int = -1,
+        dataset_source: str = "official",
+        zoo_url: str = "",
+        cache_root: str = "",
+        experiment: str = "flowers102-quickstart",
+        run_scratch: bool = True,
+        run_finetune: bool = True,
+        run_ssld: bool = True,
+        run_mobilenetv3: bool = True,
+        run_random_erasing_and_distill: bool = True,
+        benchmark_backends: str = "paddle,onnxruntime,tensorrt",
+        benchmark_precisions: str = "fp32,fp16",
+        benchmark_batch_sizes: str = "1,4",
+        tolerance: float = 0.01,
+    ):
+        run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
+        # The report runs last, after everything else, also when a training failed (it then shows
+        # what finished); it reads the runs from MLflow, so it needs no artifacts.
+        report = _apply(c.report(profile=profile, experiment=experiment, pipeline_run=run_id, tolerance=tolerance), k8s, gpu=False)
+        with dsl.ExitHandler(report, name="quickstart"):
+            data = _apply(c.prepare_dataset(source=dataset_source, cache_root=cache_root), k8s, gpu=False)
+            dataset = data.outputs["dataset"]
+            weights = {}
+            for arch in ARCHS:
+                task = c.download_weights(architecture=arch, zoo_url=zoo_url, cache_root=cache_root)
+                weights[arch] = _apply(task.set_display_name(f"weights {arch}"), k8s, gpu=False).outputs["weights"]
+            sizes = dict(profile=profile, image_size=image_size, epochs=epochs, batch_size=batch_size,
+                         num_workers=num_workers, experiment=experiment, pipeline_run=run_id)
+            flags = {"run_finetune": run_finetune, "run_ssld": run_ssld, "run_mobilenetv3": run_mobilenetv3}
+            with dsl.If(run_scratch == True, name="scratch"):  # noqa: E712 (a KFP condition, not a Python test)
+                task = c.train_from_scratch(config="ResNet50_vd", dataset=dataset, **sizes)
+                _apply(task.set_display_name("ResNet50_vd"), k8s, gpu=True)
+            for config, arch, flag in FINETUNES:
+                with dsl.If(flags[flag] == True, name=flag.removeprefix("run_")):  # noqa: E712
+                    task = c.finetune(config=config, dataset=dataset, pretrained=weights[arch], **sizes)
+                    _apply(task.set_display_name(config), k8s, gpu=True)
+            with dsl.If(run_random_erasing_and_distill == True, name="random-erasing-and-distill"):  # noqa: E712
+                teacher = c.finetune(config=TEACHER_CONFIG, dataset=dataset, pretrained=weights["ResNet50_vd_ssld"], **sizes)
+                teacher = _apply(teacher.set_display_name(TEACHER_CONFIG), k8s, gpu=True)
+                student = c.distill(config=DISTILL_CONFIG, dataset=dataset, teacher=teacher.outputs["model"],
+                                    student=weights[STUDENT_ARCH], **sizes)
+                student = _apply(student.set_display_name(DISTILL_CONFIG), k8s, gpu=True)
+                evaluation = c.evaluate(config=DISTILL_CONFIG, dataset=dataset, model=student.outputs["model"],
+                                        profile=profile, image_size=image_size, experiment=experiment, pipeline_run=run_id)
+                _apply(evaluation, k8s, gpu=True)
+                exported = c.export(config=DISTILL_CONFIG, dataset=dataset, model=student.outputs["model"],
+                                    profile=profile, image_size=image_size)
+                _apply(exported.after(evaluation), k8s, gpu=False)
+                bench = c.benchmark(inference_model=exported.outputs["inference_model"], dataset=dataset,
+                                    backends=benchmark_backends, precisions=benchmark_precisions, batch_sizes=benchmark_batch_sizes,
+                                    pipeline_run=run_id)
+                _apply(bench, k8s, gpu=True)
+
+    return flowers_quickstart
+
+
+def compile_package(path: Path = PACKAGE) -> Path:
+    """Compile the cluster pipeline to `path` (deterministic: same code, same bytes)."""
+    compiler.Compiler().compile(build_pipeline(cluster=True), str(path))
+    return path
+
+
+def run_local(root: Path, arguments: dict) -> object:
+    """Run the pipeline on this machine with kfp.local (one subprocess per task, this Python)."""
+    import warnings
+
+    from kfp import local
+
+    warnings.filterwarnings("ignore", message=".*non-Python base image.*")
+    warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
+    root = root.resolve()
+    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root / "artifacts"),
+               workspace_root=str(root / "workspace"), raise_on_error=True)
+    return build_pipeline(cluster=False)(**arguments)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.flowers_quickstart", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    comp = sub.add_parser("compile", help="write the compiled package")
+    comp.add_argument("--output", type=Path, default=PACKAGE)
+    loc = sub.add_parser("local", help="run with kfp.local; the demo profile unless --full")
+    loc.add_argument("--root", type=Path, default=Path("runs"), help="artifacts, workspace and the MLflow database")
+    loc.add_argument("--full", action="store_true", help="the full profile (needs the internet and a GPU to be sensible)")
+    loc.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE", help="override a pipeline parameter")
+    args = parser.parse_args(argv)
+    if args.command == "compile":
+        print(f"compiled {compile_package(args.output)}")
+        return 0
+    arguments = {} if args.full else dict(DEMO_ARGUMENTS)
+    for item in args.arg:
+        name, _, value = item.partition("=")
+        arguments[name] = value
+    run_local(args.root, arguments)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

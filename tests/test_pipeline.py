@@ -1,0 +1,148 @@
+"""The pipeline: compiled package up to date and carrying the cluster settings; report; local run."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines import flowers_quickstart as fq
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_compiled_package_is_up_to_date_and_deterministic(tmp_path):
+    first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    fq.compile_package(first)
+    fq.compile_package(second)
+    assert first.read_bytes() == second.read_bytes()
+    assert first.read_text() == fq.PACKAGE.read_text(), "pipelines/flowers_quickstart.yaml is stale: run `make compile`"
+
+
+def _docs():
+    return list(yaml.safe_load_all(fq.PACKAGE.read_text()))
+
+
+def test_compiled_package_loads_and_has_the_parameters():
+    from kfp import components
+
+    pipeline = components.load_component_from_file(str(fq.PACKAGE))
+    assert pipeline.name == fq.PIPELINE_NAME
+    params = _docs()[0]["root"]["inputDefinitions"]["parameters"]
+    for name in ("profile", "image_size", "epochs", "batch_size", "dataset_source", "zoo_url", "run_scratch",
+                 "run_random_erasing_and_distill", "benchmark_backends"):
+        assert name in params
+    assert params["image_size"]["defaultValue"] == 224 and params["epochs"]["defaultValue"] == 20
+
+
+def test_cluster_settings_are_compiled_in():
+    spec, platform = _docs()
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    train = [e for name, e in executors.items() if name.startswith(("exec-finetune", "exec-distill", "exec-train-from-scratch"))]
+    assert len(train) >= 3
+    for e in train:
+        assert e["secretAsEnv"][0]["secretName"] == "clasflow-credentials"
+        assert {kv["envVar"] for kv in e["secretAsEnv"][0]["keyToEnv"]} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+        assert e["configMapAsEnv"][0]["configMapName"] == "clasflow-config"
+        assert e["emptyDirMounts"][0] == {"medium": "Memory", "mountPath": "/dev/shm", "sizeLimit": "16Gi", "volumeName": "dshm"}
+        assert e["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
+        assert e["tolerations"][0]["key"] == "nvidia.com/gpu"
+    containers = spec["deploymentSpec"]["executors"]
+    gpu = containers["exec-distill"]["container"]["resources"]
+    assert gpu["accelerator"]["resourceType"] == "nvidia.com/gpu" and gpu["accelerator"]["resourceCount"] == "1"
+    assert "accelerator" not in containers["exec-prepare-dataset"]["container"].get("resources", {})
+    from clasflow.images import image
+
+    assert {c["container"]["image"] for c in containers.values()} == {image("clasflow-gpu")}
+
+
+def test_components_do_not_install_packages():
+    for name, executor in _docs()[0]["deploymentSpec"]["executors"].items():
+        command = " ".join(executor["container"]["command"])
+        assert "pip install" not in command, name
+        assert "from clasflow.steps import" in command, name
+
+
+def _record_experiment(uri, runs):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.create_experiment("recorded")
+    for name, curve in runs.items():
+        run = client.create_run(exp, tags={"mlflow.runName": name, "clasflow.stage": "train", "clasflow.pipeline_run": "p1"})
+        for step, value in enumerate(curve):
+            client.log_metric(run.info.run_id, "valid_top1", value, step=step)
+        client.set_terminated(run.info.run_id)
+    other = client.create_run(exp, tags={"mlflow.runName": "ResNet50_vd", "clasflow.stage": "train", "clasflow.pipeline_run": "p0"})
+    client.log_metric(other.info.run_id, "valid_top1", 0.99, step=0)
+
+
+def test_report_on_a_recorded_experiment(tmp_path, monkeypatch):
+    from clasflow.report import compare
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    _record_experiment(uri, {"ResNet50_vd": [0.1, 0.2, 0.28], "ResNet50_vd_finetune": [0.8, 0.9, 0.91],
+                             "R50_vd_distill_MV3_large_x1_0": [0.9, 0.97]})
+    rows = compare(tmp_path / "out", experiment="recorded", pipeline_run="p1", profile="full", tolerance=0.01)
+    by = {r.config: r for r in rows}
+    assert set(by) == {"ResNet50_vd", "ResNet50_vd_finetune", "R50_vd_distill_MV3_large_x1_0"}
+    assert by["ResNet50_vd"].best_top1 == pytest.approx(0.28) and by["ResNet50_vd"].verdict == "pass"  # not p0's 0.99
+    assert by["ResNet50_vd_finetune"].delta == pytest.approx(0.91 - 0.9402) and by["ResNet50_vd_finetune"].verdict == "fail"
+    assert by["R50_vd_distill_MV3_large_x1_0"].verdict == "pass"
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "| ResNet50_vd_finetune | 0.9100 | 0.9402 | -0.0302 | fail |" in md
+    png = (tmp_path / "out" / "top1_curves.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "data:image/png;base64," in html and "ResNet50_vd_finetune" in html
+    demo = compare(tmp_path / "demo", experiment="recorded", pipeline_run="p1", profile="demo")
+    assert {r.verdict for r in demo} == {"n/a (demo)"}
+    assert "not comparable" in (tmp_path / "demo" / "report.md").read_text()
+
+
+def test_cli_compare_exits_nonzero_on_a_failed_full_run(tmp_path, monkeypatch):
+    from clasflow.cli import main
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    _record_experiment(uri, {"ResNet50_vd_finetune": [0.5]})
+    assert main(["compare", "--experiment", "recorded", "--pipeline-run", "p1", "--out", str(tmp_path / "r")]) == 1
+    assert main(["compare", "--experiment", "recorded", "--pipeline-run", "p1", "--out", str(tmp_path / "r"), "--profile", "demo"]) == 0
+
+
+@pytest.mark.slow
+def test_local_end_to_end_run_of_a_tiny_profile(tmp_path, monkeypatch):
+    """The whole DAG through kfp.local: six MLflow runs with per-epoch history, an exported
+    model, the benchmark JSON and the report."""
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.delenv("CLASFLOW_ARTIFACT_ROOT", raising=False)
+    args = dict(fq.DEMO_ARGUMENTS, epochs=2, image_size=32, dataset_source="fixture:digits?classes=4&per_class=10&size=36",
+                benchmark_batch_sizes="1", experiment="e2e")
+    fq.run_local(tmp_path, args)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("e2e").experiment_id])
+    trains = {r.data.tags["mlflow.runName"]: r for r in runs if r.data.tags.get("clasflow.stage") in ("train", "distill")}
+    assert set(trains) == set(fq_configs())
+    for name, run in trains.items():
+        assert run.data.tags["clasflow.profile"] == "demo"
+        assert [m.step for m in sorted(client.get_metric_history(run.info.run_id, "valid_top1"), key=lambda m: m.step)] == [0, 1], name
+    assert len({r.data.tags["clasflow.pipeline_run"] for r in trains.values()}) == 1
+    artifacts = tmp_path / "artifacts"
+    exported = list(artifacts.rglob("inference.yml"))
+    assert len(exported) == 1
+    meta = yaml.safe_load(exported[0].read_text())
+    assert meta["architecture"] == "MobileNetV3_large_x1_0" and meta["class_num"] == 4 and meta["self_check"]["passed"]
+    bench = [p for p in artifacts.rglob("result") if p.is_file()]
+    report = json.loads(bench[0].read_text())
+    assert any(r.get("status") == "ok" or "latency_ms" in json.dumps(r) for r in report["results"])
+    html = list(artifacts.rglob("html"))
+    assert html and "R50_vd_distill_MV3_large_x1_0" in html[0].read_text()
+
+
+def fq_configs():
+    from clasflow.steps import QUICK_START
+
+    return QUICK_START
