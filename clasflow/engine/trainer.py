@@ -204,7 +204,7 @@ def train(cfg: Config, *, run_name: str = "train", track: bool = True) -> TrainR
     is_main = rank() == 0
     if is_main:
         arch_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(arch_dir / "config.resolved.yaml", yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+        write_text_atomic(arch_dir / "config.resolved.yaml", yaml.safe_dump(cfg.to_raw(), sort_keys=False))
     tracker = Tracker(run_name, journal_dir=arch_dir, params=cfg.flat(),
                       tags={"clasflow.stage": "distill" if cfg.use_distillation else "train", "architecture": cfg.ARCHITECTURE.name},
                       enabled=track and is_main)
