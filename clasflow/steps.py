@@ -293,13 +293,13 @@ def benchmark_step(model_dir: str, out_json: str, dataset_dir: str = "", backend
                    profile: Profile | None = None) -> dict[str, Any]:
     """Benchmark an exported model on real validation images; GPU backends run where present,
     the rest are reported as skipped with the reason."""
-    from clasflow.benchmark import (BenchSettings, parse_batch_sizes, parse_choices, run_benchmark, write_report)
+    from clasflow.benchmark import BACKENDS, PRECISIONS, BenchSettings, parse_batch_sizes, parse_choices, run_benchmark, write_report
     from clasflow.engine.runtime import gpu_available
 
     settings = BenchSettings(
         model_dir=model_dir,
-        backends=parse_choices(backends, ("paddle", "onnxruntime", "tensorrt"), "backend"),
-        precisions=parse_choices(precisions, ("fp32", "fp16", "int8"), "precision"),
+        backends=parse_choices(backends, BACKENDS, "backend"),
+        precisions=parse_choices(precisions, PRECISIONS, "precision"),
         devices=["gpu"] if gpu_available() else ["cpu"],
         batch_sizes=parse_batch_sizes(batch_sizes),
         repeats=repeats,

@@ -1,0 +1,204 @@
+"""The benchmark stage on the CPU (paddle + onnxruntime) and its GPU/TensorRT skip paths."""
+
+from __future__ import annotations
+
+import json
+import types
+from pathlib import Path
+
+import pytest
+
+from clasflow.cli import main
+from tests.test_export import make_checkpoint, write_images
+
+SIZE = 32
+FAST = ["--warmup", "1", "--repeats", "3"]
+
+
+def _gpu_here() -> bool:
+    import paddle
+
+    return paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
+
+
+def _tensorrt_here() -> bool:
+    try:
+        import tensorrt  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    from clasflow.export import export_model
+
+    root = tmp_path_factory.mktemp("bench")
+    ckpt = make_checkpoint("MobileNetV3_large_x1_0", root / "ckpt", kaiming=True)
+    export_model(arch="MobileNetV3_large_x1_0", output_path=root / "model", pretrained_model=ckpt,
+                 image_size=SIZE, onnx=True)
+    return root / "model"
+
+
+@pytest.fixture(scope="module")
+def image_list(tmp_path_factory) -> tuple[Path, Path]:
+    data = tmp_path_factory.mktemp("bench_data")
+    paths = write_images(data / "jpg", n=5, seed=3)
+    lst = data / "val_list.txt"
+    lst.write_text("".join(f"jpg/{p.name} {i}\n" for i, p in enumerate(paths)))
+    return lst, data
+
+
+def run_cli(capsys, argv):
+    capsys.readouterr()
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_cpu_paddle_and_onnxruntime_report(model_dir, image_list, tmp_path, capsys):
+    lst, data = image_list
+    out = tmp_path / "bench.json"
+    code, stdout, err = run_cli(capsys, ["benchmark", "--model_dir", str(model_dir), "--backend", "paddle,onnxruntime",
+                                         "--device", "cpu", "--precision", "fp32", "--batch_size", "1,2", "--threads", "2",
+                                         "--image_list", str(lst), "--data_dir", str(data), "--json", str(out), *FAST])
+    assert code == 0, err
+    report = json.loads(out.read_text())
+    assert report["schema"] == "clasflow.benchmark/1"
+    assert report["model"]["architecture"] == "MobileNetV3_large_x1_0"
+    assert report["model"]["input_shape"] == [-1, 3, SIZE, SIZE]
+    assert report["inputs"] == {"kind": "images", "count": 5, "list": str(lst)}
+    assert report["versions"]["paddlepaddle"] and report["versions"]["onnxruntime"]
+    assert "tensorrt" in report["versions"] and "nvidia_driver" in report["versions"]
+    assert report["device"]["cpu"] and report["device"]["threads"] == 2
+    assert report["summary"] == {"ok": 4, "skipped": 0, "failed": 0}
+    seen = set()
+    for r in report["results"]:
+        assert r["status"] == "ok" and r["device"] == "cpu" and r["precision"] == "fp32"
+        lat = r["latency_ms"]
+        assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+        assert lat["mean"] > 0 and r["throughput_ips"] == pytest.approx(r["batch_size"] * 1000 / lat["mean"])
+        assert r["build_s"] > 0 and r["warmup_s"] > 0 and r["first_run_ms"] > 0
+        seen.add((r["backend"], r["batch_size"]))
+    assert seen == {("paddle", 1), ("paddle", 2), ("onnxruntime", 1), ("onnxruntime", 2)}
+    paddle_bs1 = next(r for r in report["results"] if r["backend"] == "paddle" and r["batch_size"] == 1)
+    assert paddle_bs1["options"]["onednn"] is True
+    ort = next(r for r in report["results"] if r["backend"] == "onnxruntime")
+    assert ort["agreement_reference"] == "paddle/cpu/fp32" and ort["agreement_images"] == 5
+    assert ort["top1_agreement_vs_fp32"] == 1.0  # same fp32 graph, O(1) logits
+    assert "mean ms" in stdout and "onnxruntime" in stdout  # the printed table
+
+
+def test_gpu_and_tensorrt_skip_with_reasons_but_command_succeeds(model_dir, tmp_path, capsys):
+    if _gpu_here():
+        pytest.skip("a GPU is present: the skip paths are not what runs here")
+    out = tmp_path / "bench.json"
+    code, stdout, err = run_cli(capsys, [
+        "benchmark", "--model_dir", str(model_dir), "--backend", "paddle,paddle-trt,onnxruntime-trt,tensorrt",
+        "--device", "cpu,gpu", "--precision", "fp32,fp16,int8", "--batch_size", "1", "--json", str(out), *FAST])
+    assert code == 0, err
+    report = json.loads(out.read_text())
+    ok = [r for r in report["results"] if r["status"] == "ok"]
+    assert [(r["backend"], r["device"], r["precision"]) for r in ok] == [("paddle", "cpu", "fp32")]
+    skipped = [r for r in report["results"] if r["status"] == "skipped"]
+    assert len(skipped) == 4 * 2 * 3 - 1 and all(r["reason"] for r in skipped)
+    reason = {(r["backend"], r["device"], r["precision"]): r["reason"] for r in skipped}
+    assert "CPU build" in reason[("paddle", "gpu", "fp32")]
+    assert "--device gpu" in reason[("tensorrt", "cpu", "fp16")]
+    if not _tensorrt_here():
+        assert "tensorrt" in reason[("tensorrt", "gpu", "fp16")]
+    assert "calibrat" in reason[("tensorrt", "gpu", "int8")]
+    assert "skipped" in stdout
+
+
+def test_exit_nonzero_when_nothing_ran(model_dir, tmp_path, capsys):
+    if _gpu_here() and _tensorrt_here():
+        pytest.skip("TensorRT and a GPU are present")
+    out = tmp_path / "bench.json"
+    code, _, err = run_cli(capsys, ["benchmark", "--model_dir", str(model_dir), "--backend", "tensorrt",
+                                    "--device", "gpu", "--precision", "fp16", "--json", str(out), *FAST])
+    assert code == 2 and "nothing could run" in err and "tensorrt/gpu/fp16" in err
+    report = json.loads(out.read_text())  # the report is still written
+    assert report["summary"]["ok"] == 0 and report["results"][0]["status"] == "skipped"
+
+
+def test_seed_flags_are_translated(model_dir, capsys):
+    code, _, err = run_cli(capsys, ["benchmark", "--enable_benchmark", "--use_tensorrt", "--use_fp16",
+                                    "--batch_size", "4", "-m", str(model_dir), *FAST])
+    assert "--backend paddle-trt --device gpu --precision fp16" in err
+    if not _gpu_here():
+        assert code == 2
+    code, stdout, err = run_cli(capsys, ["benchmark", "-m", str(model_dir), "--use_gpu", "False", "--enable_benchmark",
+                                         "True", "--batch_size", "1", *FAST])
+    assert code == 0, err
+    assert "--device cpu" in err and "paddle" in stdout
+
+
+def test_bad_arguments(model_dir, capsys):
+    code, _, err = run_cli(capsys, ["benchmark", "--model_dir", str(model_dir), "--backend", "tensorflow"])
+    assert code == 2 and "tensorflow" in err
+    code, _, err = run_cli(capsys, ["benchmark", "--model_dir", str(model_dir), "--batch_size", "1,x"])
+    assert code == 2 and "batch_size" in err
+    code, _, err = run_cli(capsys, ["benchmark", "--model_dir", str(model_dir.parent / "missing")])
+    assert code == 2 and "missing" in err
+
+
+def test_mlflow_metrics_go_to_the_active_run(monkeypatch, tmp_path):
+    from clasflow import benchmark
+
+    report = {
+        "results": [
+            {"backend": "paddle", "device": "cpu", "precision": "fp32", "batch_size": 1, "status": "ok",
+             "latency_ms": {"mean": 2.0, "p50": 1.9, "p90": 2.5, "p99": 3.0}, "throughput_ips": 500.0,
+             "build_s": 1.0, "warmup_s": 0.1, "top1_agreement_vs_fp32": None},
+            {"backend": "paddle-trt", "device": "gpu", "precision": "fp16", "batch_size": 4, "status": "ok",
+             "latency_ms": {"mean": 1.0, "p50": 1.0, "p90": 1.0, "p99": 1.0}, "throughput_ips": 4000.0,
+             "build_s": 20.0, "warmup_s": 0.5, "top1_agreement_vs_fp32": 0.99},
+            {"backend": "tensorrt", "device": "gpu", "precision": "fp16", "batch_size": 1, "status": "skipped",
+             "reason": "no GPU"},
+        ],
+        "device": {"cpu": "x", "gpu": None}, "versions": {},
+    }
+    logged: dict = {}
+    fake = types.SimpleNamespace(active_run=lambda: None, log_metrics=lambda m: logged.update(m),
+                                 log_artifact=lambda p: logged.setdefault("artifact", p), set_tags=lambda t: None)
+    monkeypatch.setitem(__import__("sys").modules, "mlflow", fake)
+    assert benchmark.log_to_mlflow(report) is False and not logged  # no active run: nothing logged
+    fake.active_run = lambda: object()
+    assert benchmark.log_to_mlflow(report, tmp_path / "b.json") is True
+    assert logged["latency_ms_p50.paddle.fp32.bs1"] == 1.9
+    assert logged["throughput_ips.paddle.fp32.bs1"] == 500.0
+    assert logged["latency_ms_p99.paddle-trt.gpu.fp16.bs4"] == 1.0
+    assert logged["top1_agreement.paddle-trt.gpu.fp16.bs4"] == 0.99
+    assert not any("tensorrt." in k for k in logged)
+    assert logged["artifact"] == str(tmp_path / "b.json")
+
+
+def test_engine_key_and_seed_translation_units():
+    from clasflow.benchmark import engine_key, translate_seed_flags
+    from clasflow.errors import ClasflowError
+
+    key = engine_key("ab" * 32, "fp16", (1, 4, 4), (224, 224), "10.3.0", "NVIDIA H100 80GB HBM3")
+    assert key.startswith("abababababababab_fp16_bs1-4-4_224x224_trt10.3.0_NVIDIA-H100-80GB-HBM3")
+    assert key != engine_key("ab" * 32, "fp32", (1, 4, 4), (224, 224), "10.3.0", "NVIDIA H100 80GB HBM3")
+    assert key != engine_key("ab" * 32, "fp16", (1, 8, 8), (224, 224), "10.3.0", "NVIDIA H100 80GB HBM3")
+    assert key != engine_key("ab" * 32, "fp16", (1, 4, 4), (224, 224), "8.6.1", "NVIDIA H100 80GB HBM3")
+    assert translate_seed_flags(use_gpu=None, use_tensorrt=None, use_fp16=None, enable_benchmark=None) == ({}, None)
+    values, note = translate_seed_flags(use_gpu=True, use_tensorrt=False, use_fp16=True, enable_benchmark=True)
+    assert values == {"device": "gpu", "precision": "fp16"} and "--use_fp16 True" in note
+    with pytest.raises(ClasflowError):
+        translate_seed_flags(use_gpu=False, use_tensorrt=True, use_fp16=None, enable_benchmark=None)
+
+
+def test_bench_cpu_side_by_side(tmp_path):
+    from clasflow.benchmark import bench_cpu
+
+    out = tmp_path / "cpu.json"
+    figures = bench_cpu(out, archs=["MobileNetV3_large_x1_0"], image_size=SIZE, batch_sizes=(1, 2), warmup=1,
+                        repeats=2, threads=2, work_dir=tmp_path, print_results=False)
+    assert json.loads(out.read_text())["schema"] == "clasflow.bench-cpu/1"
+    rows = figures["table"]
+    assert [(r["architecture"], r["batch_size"]) for r in rows] == [("MobileNetV3_large_x1_0", 1), ("MobileNetV3_large_x1_0", 2)]
+    assert all(r["paddle_ms_p50"] > 0 and r["onnxruntime_ms_p50"] > 0 for r in rows)
+    assert set(figures["models"]["MobileNetV3_large_x1_0"]["export_max_abs_diff"]) == {"paddle_inference", "onnxruntime"}
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("clasflow-bench-")]  # its exports are cleaned up

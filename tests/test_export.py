@@ -1,0 +1,277 @@
+"""Export -> inference model (+ ONNX) -> predict, at 32px with random-weight checkpoints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from clasflow.cli import main
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "quick_start"
+SIZE = 32
+
+
+def make_checkpoint(arch: str, folder: Path, class_num: int = 102, *, kaiming: bool = False, seed: int = 0) -> Path:
+    """``paddle.save`` of a fresh model's state_dict as ``folder/ppcls.pdparams``; returns the prefix.
+
+    ``kaiming`` redraws conv/fc weights with fan-in scaling so that the logits are O(1)
+    (a fresh MobileNetV3's logits are ~1e-8, which would make top-k comparisons meaningless).
+    """
+    import paddle
+
+    from clasflow.models import build_model
+
+    paddle.seed(seed)
+    model = build_model(arch, class_num=class_num)
+    if kaiming:
+        rng = np.random.default_rng(seed)
+        for tensor in model.state_dict().values():
+            a = tensor.numpy()
+            if a.ndim == 4:
+                tensor.set_value(rng.normal(0, np.sqrt(2.0 / a[0].size), a.shape).astype("float32"))
+            elif a.ndim == 2:
+                tensor.set_value(rng.normal(0, np.sqrt(1.0 / a.shape[0]), a.shape).astype("float32"))
+    folder.mkdir(parents=True, exist_ok=True)
+    paddle.save(model.state_dict(), str(folder / "ppcls.pdparams"))
+    return folder / "ppcls"
+
+
+def write_images(folder: Path, n: int = 3, seed: int = 0) -> list[Path]:
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(n):
+        h, w = int(rng.integers(40, 70)), int(rng.integers(40, 70))
+        img = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+        path = folder / f"img_{i}.{'png' if i % 2 else 'jpg'}"
+        cv2.imwrite(str(path), img)
+        out.append(path)
+    return out
+
+
+def cli_json(capsys, argv: list[str]):
+    capsys.readouterr()
+    code = main(argv)
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    return json.loads(captured.out)
+
+
+def cli_error(capsys, argv: list[str]) -> str:
+    capsys.readouterr()
+    code = main(argv)
+    captured = capsys.readouterr()
+    assert code == 2, captured.out + captured.err
+    return captured.err
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("ckpts")
+    return {
+        "ResNet50_vd": make_checkpoint("ResNet50_vd", root / "r50"),
+        "MobileNetV3_large_x1_0": make_checkpoint("MobileNetV3_large_x1_0", root / "mv3", kaiming=True),
+    }
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("images")
+    write_images(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def r50_export(tmp_path_factory, ckpts) -> Path:
+    out = tmp_path_factory.mktemp("export") / "r50"
+    code = main(["export", "--model", "ResNet50_vd", "--pretrained_model", str(ckpts["ResNet50_vd"]),
+                 "--class_num", "102", "--image_size", str(SIZE), "--onnx", "--output_path", str(out)])
+    assert code == 0
+    return out
+
+
+def test_resnet50_vd_export_onnx_and_predict_round_trip(r50_export, images, capsys):
+    files = sorted(p.name for p in r50_export.iterdir())
+    assert files == ["inference.json", "inference.pdiparams", "inference.yml", "model.onnx"]
+    meta = yaml.safe_load((r50_export / "inference.yml").read_text())
+    assert meta["architecture"] == "ResNet50_vd" and meta["class_num"] == 102
+    assert meta["input"]["shape"] == [-1, 3, SIZE, SIZE]
+    assert meta["label_source"] == "ids" and meta["label_names"][:3] == ["0", "1", "2"]
+    check = meta["self_check"]
+    assert set(check["max_abs_diff"]) == {"paddle_inference", "onnxruntime"}
+    assert all(0 <= d <= check["allowed_abs_diff"] for d in check["max_abs_diff"].values())
+    assert check["passed"] is True and check["tolerance"] == 1e-4
+    assert meta["PreProcess"]["crop_size"] == [SIZE, SIZE] and meta["PreProcess"]["resize_short"] == 37
+    assert meta["versions"]["paddlepaddle"] and meta["versions"]["onnxruntime"] and meta["versions"]["paddle2onnx"]
+    assert not list(r50_export.parent.glob(".r50.*")), "temporary folders left behind"
+
+    by_backend = {}
+    for backend in ("paddle", "onnxruntime"):
+        preds = cli_json(capsys, ["predict", "--model_dir", str(r50_export), "-i", str(images), "--topk", "0",
+                                  "--backend", backend, "--json"])
+        assert len(preds) == 3
+        for p in preds:
+            assert len(p["class_ids"]) == 102 and sorted(p["class_ids"]) == list(range(102))
+            assert sum(p["scores"]) == pytest.approx(1.0, abs=1e-5)
+            assert p["scores"] == sorted(p["scores"], reverse=True)
+            assert p["label_names"] == [str(i) for i in p["class_ids"]]
+        by_backend[backend] = preds
+    for a, b in zip(by_backend["paddle"], by_backend["onnxruntime"]):
+        assert a["image"] == b["image"]
+        assert np.allclose(np.sort(a["scores"]), np.sort(b["scores"]), atol=1e-4)
+
+
+def test_mobilenetv3_export_from_config_uses_valid_transforms_and_flowers_names(tmp_path, ckpts, images, capsys):
+    out = tmp_path / "mv3"
+    result = cli_json(capsys, [
+        "export", "-c", str(CONFIGS / "MobileNetV3_large_x1_0_finetune.yaml"),
+        "-o", f"pretrained_model={ckpts['MobileNetV3_large_x1_0']}", "-o", f"image_shape=[3, {SIZE}, {SIZE}]",
+        "-o", "VALID.transforms.1.ResizeImage.resize_short=36", "-o", f"VALID.transforms.2.CropImage.size={SIZE}",
+        "--output_path", str(out), "--json"])
+    assert result["architecture"] == "MobileNetV3_large_x1_0" and result["class_num"] == 102
+    assert result["max_abs_diff"]["paddle_inference"] < 1e-4
+    meta = yaml.safe_load((out / "inference.yml").read_text())
+    assert meta["label_source"] == "flowers102"
+    assert meta["label_names"][0] == "pink primrose" and meta["label_names"][101] == "blackberry lily"
+    pre = meta["PreProcess"]
+    assert pre["resize_short"] == 36 and pre["crop_size"] == [SIZE, SIZE] and pre["channel_order"] == "RGB"
+    assert pre["mean"] == [0.485, 0.456, 0.406] and pre["std"] == [0.229, 0.224, 0.225]
+    assert meta["self_check"]["max_abs_logit"] > 0.1  # the check compared real logits, not ~0
+
+    preds = cli_json(capsys, ["predict", "--model_dir", str(out), "-i", str(images / "img_0.jpg"), "--topk", "5", "--json"])
+    names = (Path(__file__).resolve().parents[1] / "clasflow" / "data" / "flowers102_names.txt").read_text().splitlines()
+    (p,) = preds
+    assert len(p["class_ids"]) == 5 and p["label_names"] == [names[i] for i in p["class_ids"]]
+
+    # the exported model computes what the checkpoint does on the preprocessed image
+    import paddle
+
+    from clasflow.models import build_model, load_pretrained
+    from clasflow.predict import build_preprocess, load_image, softmax
+
+    model = build_model("MobileNetV3_large_x1_0", class_num=102)
+    load_pretrained(model, ckpts["MobileNetV3_large_x1_0"], strict_head=True)
+    model.eval()
+    x = load_image(images / "img_0.jpg", build_preprocess(meta))[None]
+    with paddle.no_grad():
+        probs = softmax(model(paddle.to_tensor(x)).numpy())[0]
+    assert np.allclose(p["scores"], probs[p["class_ids"]], atol=1e-5)
+
+    # human-readable output names the image and the flowers
+    capsys.readouterr()
+    assert main(["predict", "--model_dir", str(out), "-i", str(images / "img_0.jpg"), "--topk", "2"]) == 0
+    line = capsys.readouterr().out
+    assert "img_0.jpg" in line and names[p["class_ids"][0]] in line
+
+
+def test_class_count_mismatch_fails_clearly(tmp_path, ckpts, capsys):
+    out = tmp_path / "bad"
+    err = cli_error(capsys, ["export", "--model", "MobileNetV3_large_x1_0", "--pretrained_model",
+                             str(ckpts["MobileNetV3_large_x1_0"]), "--class_num", "1000", "--image_size", str(SIZE),
+                             "--output_path", str(out)])
+    assert "102 classes" in err and "1000" in err
+    assert not out.exists() and not list(tmp_path.glob(".bad*"))
+    err = cli_error(capsys, ["export", "-c", str(CONFIGS / "MobileNetV3_large_x1_0_finetune.yaml"),
+                             "-o", f"pretrained_model={ckpts['MobileNetV3_large_x1_0']}", "-o", "classes_num=1000",
+                             "--output_path", str(out)])
+    assert "102 classes" in err and "classes_num=1000" in err
+
+
+def test_distillation_checkpoint_exports_the_student(tmp_path, images, capsys):
+    import paddle
+
+    from clasflow.models import build_model
+    from clasflow.predict import PaddleRunner, build_preprocess, load_image, load_meta
+
+    paddle.seed(1)
+    pair = build_model("ResNet50_vd_distill_MobileNetV3_large_x1_0", class_num=102)
+    rng = np.random.default_rng(1)
+    for tensor in pair.student.state_dict().values():  # O(1) student logits
+        a = tensor.numpy()
+        if a.ndim in (2, 4):
+            fan_in = a.shape[0] if a.ndim == 2 else a[0].size
+            tensor.set_value(rng.normal(0, np.sqrt(2.0 / fan_in), a.shape).astype("float32"))
+    (tmp_path / "distill").mkdir()
+    paddle.save(pair.state_dict(), str(tmp_path / "distill" / "ppcls.pdparams"))
+    assert any(k.startswith("teacher.") for k in pair.state_dict())
+
+    out = tmp_path / "student"
+    result = cli_json(capsys, [
+        "export", "-c", str(CONFIGS / "R50_vd_distill_MV3_large_x1_0.yaml"),
+        "-o", f"pretrained_model={tmp_path / 'distill' / 'ppcls'}", "-o", f"image_shape=[3, {SIZE}, {SIZE}]",
+        "-o", "VALID.transforms.1.ResizeImage.resize_short=36", "-o", f"VALID.transforms.2.CropImage.size={SIZE}",
+        "--output_path", str(out), "--json"])
+    assert result["architecture"] == "MobileNetV3_large_x1_0"
+    meta = load_meta(out)
+    assert meta["source_architecture"] == "ResNet50_vd_distill_MobileNetV3_large_x1_0"
+    assert (out / "inference.pdiparams").stat().st_size < 40e6  # the student's ~21 MB, not the teacher's ~95 MB
+
+    pair.eval()
+    x = load_image(images / "img_1.png", build_preprocess(meta))[None]
+    runner = PaddleRunner(out)
+    got = runner.run(x)
+    runner.close()
+    with paddle.no_grad():
+        teacher, student = pair(paddle.to_tensor(x))
+    assert np.abs(got - student.numpy()).max() < 1e-4
+    assert np.abs(got - teacher.numpy()).max() > 1e-3
+
+
+def test_self_check_failure_leaves_nothing(tmp_path, ckpts, monkeypatch):
+    import clasflow.export as export
+    from clasflow.errors import ClasflowError
+
+    real = export.paddle_inference_outputs
+    monkeypatch.setattr(export, "paddle_inference_outputs", lambda d, b: real(d, b) + 0.5)
+    with pytest.raises(ClasflowError, match="self-check failed"):
+        export.export_model(arch="MobileNetV3_large_x1_0", output_path=tmp_path / "out",
+                            pretrained_model=ckpts["MobileNetV3_large_x1_0"], image_size=SIZE)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_export_refuses_to_replace_a_foreign_folder(tmp_path, ckpts, capsys):
+    (tmp_path / "precious").mkdir()
+    (tmp_path / "precious" / "notes.txt").write_text("keep me")
+    err = cli_error(capsys, ["export", "--model", "MobileNetV3_large_x1_0", "--pretrained_model",
+                             str(ckpts["MobileNetV3_large_x1_0"]), "--image_size", str(SIZE),
+                             "--output_path", str(tmp_path / "precious")])
+    assert "not a clasflow export" in err
+    assert (tmp_path / "precious" / "notes.txt").read_text() == "keep me"
+
+
+def test_predict_errors_name_the_path(tmp_path, r50_export, capsys):
+    missing = tmp_path / "nowhere"
+    assert str(missing) in cli_error(capsys, ["predict", "--model_dir", str(missing), "-i", str(tmp_path)])
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"this is not a jpeg")
+    err = cli_error(capsys, ["predict", "--model_dir", str(r50_export), "-i", str(bad)])
+    assert str(bad) in err
+    err = cli_error(capsys, ["predict", "--model_dir", str(r50_export), "-i", str(tmp_path / "none.jpg")])
+    assert "none.jpg" in err
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    for name in ("inference.yml", "inference.json"):
+        (partial / name).write_bytes((r50_export / name).read_bytes())
+    err = cli_error(capsys, ["predict", "--model_dir", str(partial), "-i", str(bad)])
+    assert "inference.pdiparams" in err
+    err = cli_error(capsys, ["predict", "--model_dir", str(partial), "-i", str(bad), "--backend", "onnxruntime"])
+    assert "--onnx" in err or "inference.pdiparams" in err
+
+
+def test_label_names_file(tmp_path):
+    from clasflow.errors import ClasflowError
+    from clasflow.export import flowers102_names, read_label_names
+
+    assert len(flowers102_names()) == 102 and len(set(flowers102_names())) == 102
+    (tmp_path / "plain.txt").write_text("cat\ndog\n")
+    (tmp_path / "ids.txt").write_text("1 dog\n0 cat\n")
+    assert read_label_names(tmp_path / "plain.txt", 2) == ["cat", "dog"]
+    assert read_label_names(tmp_path / "ids.txt", 2) == ["cat", "dog"]
+    assert read_label_names("flowers102", 102)[1] == "hard-leaved pocket orchid"
+    with pytest.raises(ClasflowError, match="2 names for 3 classes"):
+        read_label_names(tmp_path / "plain.txt", 3)
