@@ -205,3 +205,21 @@ def test_training_learns_the_digits(digits_data, tmp_path):
     result = train(cfg, track=False)
     assert result.best_top1 >= 0.30, [round(h["valid_top1"], 3) for h in result.history]
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+
+
+def test_data_parallel_on_two_cpu_ranks(digits_data, tmp_path):
+    """paddle.distributed.launch with two CPU processes: each rank trains on its shard, the
+    valid metrics are all-reduced (identical on both ranks), rank 0 writes the checkpoints."""
+    clasflow_bin = Path(sys.executable).parent / "clasflow"
+    over = tiny_overrides(digits_data, classes=10, epochs=1) + SMALL + [f"model_save_dir={tmp_path / 'out'}"]
+    cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir", str(tmp_path / "log"),
+           str(clasflow_bin), "train", "-c", str(CONFIGS / "ResNet50_vd.yaml"), "--no-track", *sum((["-o", o] for o in over), [])]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    logs = [(tmp_path / "log" / f"workerlog.{r}").read_text() for r in (0, 1)]
+    assert "rank 0 of 2" in logs[0] and "rank 1 of 2" in logs[1]
+    valid = [re.findall(r"epoch:0 valid (loss:\S+ top1:\S+)", text) for text in logs]
+    assert valid[0] and valid[0] == valid[1]
+    steps = [len(re.findall(r"epoch:0 train step:", text)) for text in logs]
+    assert steps == [10, 0]  # 160 images / 2 ranks / batch 8 = 10 steps, logged by rank 0 only
+    assert (tmp_path / "out" / "MobileNetV3_small_x0_35" / "0" / "ppcls.pdparams").is_file()

@@ -1,0 +1,114 @@
+"""`make bench`: the figures of this machine, printed and saved to bench.json.
+
+1. Loaders: DALI (CPU here) vs OpenCV workers on the same list at 224 px with the train
+   transforms; images/s, CPU-ms/image and the ratio (the target: DALI at least 1.8x ahead).
+2. Training: images/s per architecture (ResNet50_vd, MobileNetV3_large_x1_0) and loader at
+   224 px, batch 8, a few steps.
+3. Inference: CPU latency of Paddle Inference (oneDNN) and onnxruntime side by side.
+
+Benchmarks print figures; they assert nothing. Run one at a time: they share the two cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from clasflow.fsutil import write_text_atomic
+
+log = logging.getLogger(__name__)
+TRAIN_ARCHS = ("ResNet50_vd", "MobileNetV3_large_x1_0")
+
+
+def _dataset(root: Path, per_class: int) -> Path:
+    from clasflow.data.fixture import build_fixture
+    from clasflow.data.flowers102 import prepare_flowers102
+
+    build_fixture(root, source="synthetic", classes=4, per_class=per_class, size=375, seed=0)  # ~375-468 px, like flowers
+    prepare_flowers102(root, download=False)
+    return root
+
+
+def _config(data: Path, arch: str, loader: str, out: Path, batch: int, workers: int):
+    from clasflow.steps import config_dir
+    from clasflow.config import load_config
+
+    return load_config(config_dir() / "ResNet50_vd.yaml", [
+        f"ARCHITECTURE.name={arch}", "classes_num=4", "epochs=1", "validate=False", f"model_save_dir={out}",
+        f"TRAIN.file_list={data / 'train_extra_list.txt'}", f"TRAIN.data_dir={data}", f"TRAIN.loader={loader}",
+        f"TRAIN.batch_size={batch}", f"TRAIN.num_workers={workers}", "print_interval=1000", "save_interval=1",
+        f"VALID.file_list={data / 'val_list.txt'}", f"VALID.data_dir={data}",
+    ])
+
+
+def bench_loaders_224(data: Path, work: Path, batches: int) -> dict:
+    from clasflow.data.bench import bench_loaders
+
+    cfg = _config(data, "ResNet50_vd", "auto", work, batch=32, workers=2)
+    result = bench_loaders(cfg.TRAIN, loaders=("dali", "opencv"), batches=batches)
+    dali, cv = result.get("dali", {}), result.get("opencv", {})
+    if dali.get("images_per_sec") and cv.get("images_per_sec"):
+        result["dali_over_opencv"] = dali["images_per_sec"] / cv["images_per_sec"]
+    return result
+
+
+def bench_training(data: Path, work: Path, steps: int) -> dict:
+    from clasflow.engine.trainer import train
+
+    out = {}
+    for arch in TRAIN_ARCHS:
+        for loader in ("dali", "opencv"):
+            cfg = _config(data, arch, loader, work / f"{arch}-{loader}", batch=8, workers=2)
+            cfg = cfg.model_copy(update={"TRAIN": cfg.TRAIN.model_copy(update={"file_list": str(_subset(data, work, 8 * steps))})})
+            tic = time.time()
+            result = train(cfg, track=False)
+            out[f"{arch}/{loader}"] = {"images_per_sec": result.history[-1]["images_per_sec"], "steps": steps,
+                                       "batch_size": 8, "wall_s": time.time() - tic}
+            print(f"train {arch:24s} {loader:7s} {out[f'{arch}/{loader}']['images_per_sec']:7.2f} images/s", flush=True)
+    return out
+
+
+def _subset(data: Path, work: Path, n: int) -> Path:
+    lines = (data / "train_extra_list.txt").read_text().splitlines()[:n]
+    path = work / f"subset-{n}.txt"
+    path.write_text("".join(f"{line}\n" for line in lines))
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m clasflow.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="bench.json")
+    parser.add_argument("--loader-batches", type=int, default=8)
+    parser.add_argument("--train-steps", type=int, default=4)
+    parser.add_argument("--inference-repeats", type=int, default=30)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    from clasflow.benchmark import bench_cpu
+    from clasflow.benchmark import environment
+
+    figures: dict = {"threads": os.environ.get("OMP_NUM_THREADS")}
+    with tempfile.TemporaryDirectory(prefix="clasflow-bench-") as tmp:
+        work = Path(tmp)
+        data = _dataset(work / "data", per_class=16)
+        figures["loaders_224_train"] = loaders = bench_loaders_224(data, work, args.loader_batches)
+        for name in ("dali", "opencv"):
+            f = loaders.get(name, {})
+            print(f"loader {name:7s} {f.get('images_per_sec', 0):7.1f} images/s  {f.get('cpu_ms_per_image', 0):6.2f} CPU-ms/image", flush=True)
+        if "dali_over_opencv" in loaders:
+            print(f"loader DALI/OpenCV ratio {loaders['dali_over_opencv']:.2f}x (target >= 1.8x)", flush=True)
+        figures["training_224"] = bench_training(data, work, args.train_steps)
+        figures["inference_cpu_224"] = bench_cpu(None, repeats=args.inference_repeats, work_dir=tmp)
+        figures["machine"] = environment(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    write_text_atomic(args.out, json.dumps(figures, indent=2, default=str) + "\n")
+    print(f"figures saved to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
