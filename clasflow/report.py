@@ -85,11 +85,13 @@ def plot(rows: list[Row], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
     for row in rows:
         if row.curve:
             ax.plot([s for s, _ in row.curve], [v for _, v in row.curve], marker="o", markersize=3, label=row.config)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("valid Top1")
     ax.set_ylim(0, 1)

@@ -35,9 +35,12 @@ TEACHER_CONFIG = "ResNet50_vd_ssld_random_erasing_finetune"
 DISTILL_CONFIG = "R50_vd_distill_MV3_large_x1_0"
 
 # The demo profile: what `make quickstart` passes (fixture data, demo weights, tiny images).
+# The synthetic fixture, not digits: with random demo weights and the configs' fine-tuning
+# learning rates, 5 epochs lift its valid Top1 from 0.10 to about 0.35 (digits stay near 0.15),
+# so the curves show learning within the time budget.
 DEMO_ARGUMENTS = {
-    "profile": "demo", "image_size": 32, "epochs": 3, "batch_size": 16, "num_workers": 0,
-    "dataset_source": "fixture:digits?classes=10&per_class=24&size=40", "zoo_url": "demo",
+    "profile": "demo", "image_size": 32, "epochs": 5, "batch_size": 16, "num_workers": 0,
+    "dataset_source": "fixture:synthetic?classes=10&per_class=24&size=40", "zoo_url": "demo",
     "benchmark_backends": "paddle,onnxruntime,tensorrt", "benchmark_precisions": "fp32", "benchmark_batch_sizes": "1,4",
 }
 
@@ -96,7 +99,7 @@ def build_pipeline(cluster: bool, settings: ClusterSettings = ClusterSettings())
         run_ssld: bool = True,
         run_mobilenetv3: bool = True,
         run_random_erasing_and_distill: bool = True,
-        benchmark_backends: str = "paddle,onnxruntime,tensorrt",
+        benchmark_backends: str = "paddle,paddle-trt,onnxruntime,onnxruntime-trt,tensorrt",
         benchmark_precisions: str = "fp32,fp16",
         benchmark_batch_sizes: str = "1,4",
         tolerance: float = 0.01,
@@ -181,7 +184,25 @@ def main(argv: list[str] | None = None) -> int:
         name, _, value = item.partition("=")
         arguments[name] = value
     run_local(args.root, arguments)
+    print(summary(args.root, arguments))
     return 0
+
+
+def summary(root: Path, arguments: dict) -> str:
+    """Where a local run left its results."""
+    runs = sorted((root / "artifacts").glob(f"{PIPELINE_NAME}-*"), key=lambda p: p.stat().st_mtime)
+    if not runs:
+        return f"no run folder under {root / 'artifacts'}"
+    run = runs[-1]
+    lines = [f"pipeline finished ({arguments.get('profile', 'full')} profile); results in {run}:"]
+    for label, pattern in (("report", "report/html"), ("report (Markdown)", "report/markdown"),
+                           ("exported model", "export/inference_model"), ("benchmark", "benchmark/result")):
+        found = sorted(run.glob(pattern))
+        lines.append(f"  {label:18s} {found[0] if found else '(not produced)'}")
+    lines.append(f"  MLflow runs        {os.environ.get('MLFLOW_TRACKING_URI')}  (make mlflow-ui)")
+    if arguments.get("profile") == "demo":
+        lines.append("  DEMO: fixture data and randomly initialised demo weights; the Top1 figures only show that it runs.")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
