@@ -10,7 +10,7 @@ UV_VERSION := 0.13.9
 # Paddle pins its CPU threads to 1 unless this is set before it is imported.
 export OMP_NUM_THREADS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: setup test test-oracle quickstart clean
+.PHONY: setup test test-oracle quickstart compile submit bench fault mlflow-ui clean
 .PHONY: images push chart-sync lint-chart
 
 setup: $(STAMP) $(BIN)/helm
@@ -42,6 +42,33 @@ $(STAMP): requirements.lock pyproject.toml
 
 test: setup
 	$(BIN)/pytest -q -p no:cacheprovider
+
+# The whole pipeline on this machine with kfp.local, offline, on the demo profile.
+# Results: runs/ (MLflow database, artifacts, the report); `make mlflow-ui` to look at them.
+quickstart: setup
+	MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/runs/mlflow.db} \
+	  $(BIN)/python -m pipelines.flowers_quickstart local --root runs
+
+mlflow-ui: setup
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/runs/mlflow.db --port $${PORT:-5000}
+
+# The compiled package (checked in; a test fails when it is stale), and its copy in the chart.
+compile: setup
+	$(BIN)/python -m pipelines.flowers_quickstart compile
+	$(MAKE) chart-sync
+
+# Submit the compiled pipeline to a Kubeflow Pipelines API (see README, "Run on a GPU cluster").
+KFP_EXPERIMENT ?= flowers102
+KFP_RUN_NAME   ?= quickstart-$(shell date +%Y%m%d-%H%M%S)
+RUN_ARGS       ?=
+submit: setup
+	@test -n "$(KFP_ENDPOINT)" || { echo "make submit: set KFP_ENDPOINT=http://<kfp api>" >&2; exit 2; }
+	$(BIN)/kfp --endpoint "$(KFP_ENDPOINT)" run create -e "$(KFP_EXPERIMENT)" -r "$(KFP_RUN_NAME)" \
+	  -f pipelines/flowers_quickstart.yaml $(RUN_ARGS)
+
+# Figures of this machine (loaders, training, inference); benchmarks print, they do not assert.
+bench: setup
+	$(BIN)/python -m clasflow.bench --out bench.json
 
 # Compares our models with PaddleClas 2.6 itself (installed into a separate folder).
 ORACLE_SITE := $(VENV)/oracle-site

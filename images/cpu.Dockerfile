@@ -46,6 +46,8 @@ RUN apt-get update \
  && useradd --uid 10001 --gid 10001 --create-home --home-dir /home/clasflow --shell /usr/sbin/nologin clasflow \
  && install -d -o 10001 -g 10001 /workspace
 COPY --from=builder /opt/venv /opt/venv
+# The quick-start configs the pipeline steps read (clasflow.steps.config_dir).
+COPY configs/quick_start /opt/clasflow/configs/quick_start
 ENV VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     PYTHONUNBUFFERED=1 \

@@ -75,7 +75,10 @@ RUN apt-get update \
  && install -d -o 10001 -g 10001 /workspace
 COPY --from=builder /opt/python /opt/python
 COPY --from=builder /opt/venv /opt/venv
+# The quick-start configs the pipeline steps read (clasflow.steps.config_dir).
+COPY configs/quick_start /opt/clasflow/configs/quick_start
 ENV VIRTUAL_ENV=/opt/venv \
+    CLASFLOW_CONFIG_DIR=/opt/clasflow/configs/quick_start \
     PATH=/opt/venv/bin:/usr/local/nvidia/bin:/usr/local/cuda/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     LD_LIBRARY_PATH=/opt/venv/lib/python3.11/site-packages/tensorrt_libs:/usr/local/nvidia/lib:/usr/local/nvidia/lib64 \
     PYTHONUNBUFFERED=1 \

@@ -223,3 +223,20 @@ def test_data_parallel_on_two_cpu_ranks(digits_data, tmp_path):
     steps = [len(re.findall(r"epoch:0 train step:", text)) for text in logs]
     assert steps == [10, 0]  # 160 images / 2 ranks / batch 8 = 10 steps, logged by rank 0 only
     assert (tmp_path / "out" / "MobileNetV3_small_x0_35" / "0" / "ppcls.pdparams").is_file()
+
+
+def test_mixup_and_label_smoothing_train(digits_data, tmp_path):
+    result = train(_cfg(digits_data, f"model_save_dir={tmp_path}", "use_mix=True", "ls_epsilon=0.1", epochs=1), track=False)
+    assert "train_top1" not in result.final  # PaddleClas reports no train accuracy under mixup
+    assert np.isfinite(result.final["train_loss"]) and "valid_top1" in result.final
+
+
+def test_bench_loader_cli_reports_both_loaders(digits_data, capsys):
+    from clasflow.cli import main
+
+    over = tiny_overrides(digits_data, classes=10)
+    args = ["bench-loader", "-c", str(CONFIGS / "ResNet50_vd.yaml"), "--batches", "3", "--json", *sum((["-o", o] for o in over), [])]
+    assert main(args) == 0
+    figures = json.loads(capsys.readouterr().out)
+    for loader in ("dali", "opencv"):
+        assert figures[loader]["images_per_sec"] > 0 and figures[loader]["cpu_ms_per_image"] >= 0  # CPU clock ticks are 10 ms
