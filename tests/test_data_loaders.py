@@ -573,3 +573,45 @@ def test_bench_loaders_reports_both(small_ds):
     for r in res.values():
         assert r["images_per_sec"] > 0 and r["cpu_ms_per_image"] >= 0 and r["images"] == 12
     assert time.time() - t < 60
+
+
+def test_opencv_workers_die_with_a_killed_trainer(tmp_path):
+    """SIGKILL of the training process (an OOM kill) must not leave its loader workers behind."""
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    data = tmp_path / "data"
+    data.mkdir()
+    lines = []
+    for i in range(16):
+        cv2.imwrite(str(data / f"{i}.jpg"), np.full((40, 40, 3), i * 10, np.uint8))
+        lines.append(f"{i}.jpg {i % 2}\n")
+    (data / "list.txt").write_text("".join(lines))
+    script = textwrap.dedent(f"""
+        import os, time
+        from types import SimpleNamespace as NS
+        from clasflow.data import build_loader
+        ops = [NS(name="DecodeImage", args={{}}), NS(name="ResizeImage", args={{"size": 32}}),
+               NS(name="NormalizeImage", args={{}}), NS(name="ToCHWImage", args={{}})]
+        section = NS(batch_size=2, num_workers=2, file_list={str(data / 'list.txt')!r}, data_dir={str(data)!r},
+                     shuffle_seed=0, transforms=ops, loader="opencv", skip_bad_images=False)
+        loader = build_loader(section, mode="train", class_num=2)
+        it = iter(loader)
+        next(it)
+        print("READY", flush=True)
+        time.sleep(600)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "READY"
+    children = [int(p) for p in open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()]
+    assert len(children) >= 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline and any(os.path.exists(f"/proc/{c}") and "Z" not in open(f"/proc/{c}/stat").read().split()[2] for c in children):
+        time.sleep(0.2)
+    alive = [c for c in children if os.path.exists(f"/proc/{c}") and open(f"/proc/{c}/stat").read().split()[2] != "Z"]
+    assert alive == [], f"orphaned loader workers {alive}"

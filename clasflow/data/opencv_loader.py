@@ -8,7 +8,11 @@ number of workers.
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
+import signal
+import sys
 from typing import Any, Sequence
 
 import cv2
@@ -64,6 +68,16 @@ def _collate(items):
     imgs = np.stack([it[0] for it in good])
     labels = np.asarray([it[1] for it in good], dtype=np.int64).reshape(-1, 1)
     return [imgs, labels, meta]
+
+
+def _die_with_parent(_worker_id: int) -> None:
+    """A worker must not outlive its trainer: after a SIGKILL (an OOM kill, a killed pod
+    process) Paddle's workers would otherwise stay behind as orphans holding memory."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the parent died before prctl took effect
+            os._exit(1)
 
 
 class _EpochBatchSampler(DistributedBatchSampler):
@@ -134,6 +148,7 @@ class OpenCVLoader:
             num_workers=num_workers,
             collate_fn=_collate,
             return_list=True,
+            worker_init_fn=_die_with_parent,
             # no cv2.setNumThreads in the workers: with OpenCV 5.0 it hangs in a forked
             # child when the parent has already used OpenCV's thread pool
         )
