@@ -52,9 +52,10 @@ def test_amp_is_refused_on_cpu(digits_data, tmp_path):
         train(_cfg(digits_data, "use_amp=True", f"model_save_dir={tmp_path}"), track=False)
 
 
-def test_epoch_resume_matches_uninterrupted(digits_data, tmp_path):
-    full = train(_cfg(digits_data, f"model_save_dir={tmp_path / 'a'}", epochs=3), track=False)
-    cfg = _cfg(digits_data, f"model_save_dir={tmp_path / 'a'}", epochs=3)
+@pytest.mark.parametrize("loader", ["opencv", "dali"])
+def test_epoch_resume_matches_uninterrupted(digits_data, tmp_path, loader):
+    full = train(_cfg(digits_data, f"model_save_dir={tmp_path / 'a'}", epochs=3, loader=loader), track=False)
+    cfg = _cfg(digits_data, f"model_save_dir={tmp_path / 'a'}", epochs=3, loader=loader)
     arch = tmp_path / "a" / "MobileNetV3_small_x0_35"
     reference = _weights(arch / "2" / "ppcls.pdparams")
     resumed = train(cfg.model_copy(update={"checkpoints": str(arch / "0" / "ppcls")}), track=False)

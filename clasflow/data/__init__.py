@@ -26,7 +26,7 @@ import numpy as np
 from clasflow.errors import ConfigError, DataError
 from clasflow.data.lists import ListEntry, check_image_file, read_list
 
-__all__ = ["build_loader", "dali_available", "dist_info", "epoch_indices", "SampleSet"]
+__all__ = ["build_loader", "dali_available", "dist_info", "epoch_indices", "EpochLoader", "SampleSet"]
 
 log = logging.getLogger("clasflow.data")
 
@@ -90,6 +90,61 @@ class SampleSet:
     labels: np.ndarray  # int64 [n]
     skipped_files: list[tuple[str, str]]  # (path, reason)
     file_list: str
+
+
+class EpochLoader:
+    """What both loaders share: the operators, the per-epoch sample plan (order, rank shard,
+    batches) and the bookkeeping of bad images."""
+
+    def __init__(self, *, samples: SampleSet, transforms: Sequence[Any], batch_size: int, mode: str,
+                 shuffle_seed: int, seed: int, rank: int = 0, world: int = 1, skip_bad: bool = False):
+        from clasflow.data import transforms as T
+
+        try:
+            self._ops = T.build_ops(transforms)
+        except ValueError as e:
+            raise ConfigError(f"transforms: {e}") from None
+        self.samples = samples
+        self.batch_size = batch_size
+        self.mode = mode
+        self.shuffle_seed = shuffle_seed
+        self.seed = seed
+        self.rank, self.world = rank, world
+        self.skip_bad = skip_bad
+        self.skipped_files: list[tuple[str, str]] = list(samples.skipped_files)
+        self._bad: set[int] = set()
+        self._epoch = 0
+
+    def _indices(self, epoch: int) -> np.ndarray:
+        idx = epoch_indices(len(self.samples.paths), epoch, shuffle=self.mode == "train", seed=self.shuffle_seed,
+                            rank=self.rank, world=self.world, pad=self.mode == "train")
+        if self._bad:
+            idx = idx[~np.isin(idx, list(self._bad))]
+        return idx
+
+    def _plan(self, epoch: int) -> list[np.ndarray]:
+        return batches_of(self._indices(epoch), self.batch_size)
+
+    @property
+    def skipped(self) -> int:
+        return len(self.skipped_files)
+
+    @property
+    def num_samples(self) -> int:
+        return int(len(self._indices(self._epoch)))
+
+    def __len__(self) -> int:
+        return len(self._plan(self._epoch))
+
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch = int(epoch)
+
+    def _mark_bad(self, idx: int, reason: str) -> None:
+        if idx not in self._bad:
+            self._bad.add(idx)
+            path = self.samples.paths[idx]
+            self.skipped_files.append((path, reason))
+            log.warning("skipping bad image %s: %s", path, reason)
 
 
 def _attr(section: Any, name: str, default: Any = None) -> Any:

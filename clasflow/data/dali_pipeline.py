@@ -46,7 +46,7 @@ from typing import Any, Callable, Sequence
 import cv2
 import numpy as np
 
-from clasflow.data import SampleSet, batches_of, epoch_indices
+from clasflow.data import EpochLoader, SampleSet
 from clasflow.data import transforms as T
 from clasflow.errors import ConfigError, DataError
 
@@ -515,7 +515,7 @@ def _probe_dali_decode(buf: np.ndarray, rgb: bool) -> str | None:
 # ------------------------------------------------------------------------------ loader
 
 
-class DaliLoader:
+class DaliLoader(EpochLoader):
     name = "dali"
 
     def __init__(
@@ -534,80 +534,31 @@ class DaliLoader:
         device: str = "auto",
         prefetch: int = 2,
     ):
-        try:
-            ops = T.build_ops(transforms)
-        except ValueError as e:
-            raise ConfigError(f"transforms: {e}") from None
+        super().__init__(samples=samples, transforms=transforms, batch_size=batch_size, mode=mode,
+                         shuffle_seed=shuffle_seed, seed=seed, rank=rank, world=world, skip_bad=skip_bad)
+        ops = self._ops
         check_dali_transforms(ops)
-        self.samples = samples
-        self.batch_size = batch_size
         self.num_threads = max(1, num_workers)
-        self.mode = mode
-        self.shuffle_seed = shuffle_seed
-        self.seed = seed
-        self.rank, self.world = rank, world
-        self.skip_bad = skip_bad
         self.prefetch = max(1, int(prefetch))
-        self.skipped_files: list[tuple[str, str]] = list(samples.skipped_files)
         self.device_id = dali_device(device)
-        self._ops = ops
-        self._bad: set[int] = set()
-        self._epoch = 0
         self._feeder = _Feeder(self)
         self._pipe = None
         self._iter = None  # DALIGenericIterator on GPU
+        self._pipe_epoch: int | None = None  # the epoch whose seed the pipeline was built with
         self._dirty = False  # an epoch was abandoned: drain before the next one
         self._rgb = ops[0].to_rgb
 
-    # -- plan ------------------------------------------------------------------------------
-    def _indices(self, epoch: int) -> np.ndarray:
-        idx = epoch_indices(
-            len(self.samples.paths),
-            epoch,
-            shuffle=self.mode == "train",
-            seed=self.shuffle_seed,
-            rank=self.rank,
-            world=self.world,
-            pad=self.mode == "train",
-        )
-        if self._bad:
-            idx = idx[~np.isin(idx, list(self._bad))]
-        return idx
-
-    def _plan(self, epoch: int) -> list[np.ndarray]:
-        return batches_of(self._indices(epoch), self.batch_size)
-
-    @property
-    def skipped(self) -> int:
-        return len(self.skipped_files)
-
-    @property
-    def num_samples(self) -> int:
-        return int(len(self._indices(self._epoch)))
-
-    def __len__(self) -> int:
-        return len(self._plan(self._epoch))
-
-    def set_epoch(self, epoch: int) -> None:
-        self._epoch = int(epoch)
-
-    def _mark_bad(self, idx: int, reason: str) -> None:
-        if idx not in self._bad:
-            self._bad.add(idx)
-            path = self.samples.paths[idx]
-            self.skipped_files.append((path, reason))
-            log.warning("skipping bad image %s: %s", path, reason)
-
     # -- pipeline lifecycle ------------------------------------------------------------------
     def _build(self) -> None:
-        # a different seed per rank (augmentation), the same plan order on all ranks
+        # a seed per rank (augmentation) and per epoch, so that a run resumed at epoch k draws
+        # the same augmentations as one that never stopped; the plan order is the same on all ranks
         self._pipe = build_pipeline(
             self._feeder,
             self._ops,
             batch_size=self.batch_size,
             num_threads=self.num_threads,
             device_id=self.device_id,
-            seed=(self.seed * 1000003 + self.rank * 7919 + 12345) % (2**31),
+            seed=(self.seed * 1000003 + self.rank * 7919 + (self._pipe_epoch or 0) * 104729 + 12345) % (2**31),
             prefetch=self.prefetch,
         )
         self._pipe.build()
@@ -713,6 +664,9 @@ class DaliLoader:
             self._drain()
         epoch = self._epoch
         self._epoch = epoch + 1
+        if self._pipe is not None and self._pipe_epoch != epoch:
+            self._teardown()
+        self._pipe_epoch = epoch
         self._feeder.start(self._plan(epoch))
         if self._pipe is None:
             self._build()

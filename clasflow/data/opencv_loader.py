@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 from paddle.io import DataLoader, Dataset, DistributedBatchSampler
 
-from clasflow.data import SampleSet, batches_of, epoch_indices
+from clasflow.data import EpochLoader, SampleSet
 from clasflow.data import transforms as T
 from clasflow.errors import ConfigError, DataError
 
@@ -107,7 +107,7 @@ class _EpochBatchSampler(DistributedBatchSampler):
         return len(self._loader._plan(self.epoch))
 
 
-class OpenCVLoader:
+class OpenCVLoader(EpochLoader):
     name = "opencv"
 
     def __init__(
@@ -124,23 +124,10 @@ class OpenCVLoader:
         world: int = 1,
         skip_bad: bool = False,
     ):
-        try:
-            ops = T.build_ops(transforms)
-        except ValueError as e:
-            raise ConfigError(f"transforms: {e}") from None
-        self.samples = samples
-        self.batch_size = batch_size
+        super().__init__(samples=samples, transforms=transforms, batch_size=batch_size, mode=mode,
+                         shuffle_seed=shuffle_seed, seed=seed, rank=rank, world=world, skip_bad=skip_bad)
         self.num_workers = num_workers
-        self.mode = mode
-        self.shuffle_seed = shuffle_seed
-        self.seed = seed
-        self.rank, self.world = rank, world
-        self.skip_bad = skip_bad
-        self.skipped_files: list[tuple[str, str]] = list(samples.skipped_files)
-        self._bad: set[int] = set()
-        self._ops = ops
-        self._epoch = 0
-        self._dataset = _ListDataset(samples.paths, samples.labels, ops, seed, random_aug=(mode == "train"))
+        self._dataset = _ListDataset(samples.paths, samples.labels, self._ops, seed, random_aug=(mode == "train"))
         self._sampler = _EpochBatchSampler(self._dataset, self)
         self._loader = DataLoader(
             self._dataset,
@@ -152,39 +139,6 @@ class OpenCVLoader:
             # no cv2.setNumThreads in the workers: with OpenCV 5.0 it hangs in a forked
             # child when the parent has already used OpenCV's thread pool
         )
-
-    # -- plan ------------------------------------------------------------------------------
-    def _indices(self, epoch: int) -> np.ndarray:
-        idx = epoch_indices(
-            len(self.samples.paths),
-            epoch,
-            shuffle=self.mode == "train",
-            seed=self.shuffle_seed,
-            rank=self.rank,
-            world=self.world,
-            pad=self.mode == "train",
-        )
-        if self._bad:
-            idx = idx[~np.isin(idx, list(self._bad))]
-        return idx
-
-    def _plan(self, epoch: int) -> list[np.ndarray]:
-        return batches_of(self._indices(epoch), self.batch_size)
-
-    # -- public ----------------------------------------------------------------------------
-    @property
-    def skipped(self) -> int:
-        return len(self.skipped_files)
-
-    @property
-    def num_samples(self) -> int:
-        return int(len(self._indices(self._epoch)))
-
-    def __len__(self) -> int:
-        return len(self._plan(self._epoch))
-
-    def set_epoch(self, epoch: int) -> None:
-        self._epoch = int(epoch)
 
     def close(self) -> None:
         """Nothing to free between epochs (workers live for one epoch); for API symmetry."""
@@ -220,10 +174,7 @@ class OpenCVLoader:
                                 f"bad image {path}: {reason}. Fix or remove it from "
                                 f"{self.samples.file_list}, or set skip_bad_images: true"
                             )
-                        if idx not in self._bad:
-                            self._bad.add(idx)
-                            self.skipped_files.append((path, reason))
-                            log.warning("skipping bad image %s: %s", path, reason)
+                        self._mark_bad(idx, reason)
                 if n_good == 0:
                     continue
                 yield imgs, labels
