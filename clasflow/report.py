@@ -96,7 +96,7 @@ def plot(rows: list[Row], path: Path) -> None:
     ax.set_ylabel("valid Top1")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left")
     ax.set_title("flowers102 quick start: valid Top1 per epoch")
     fig.tight_layout()
     with atomic_write(path) as fh:
