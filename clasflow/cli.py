@@ -126,16 +126,20 @@ def _add_zoo(sub: argparse._SubParsersAction) -> None:
 
 # ------------------------------------------------------------------ train / eval
 
+_TRUST_HELP = ("load weight files whose sha256 differs from their zoo.lock.json entry or the zoo pin "
+               "(weight files are pickles: only for files you trust)")
+
 
 def _train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from clasflow.config import load_config
+
+    cfg = load_config(args.config, args.override, check_paths=True)  # before Paddle is imported: fail fast
     from clasflow.engine.trainer import TrainingInterrupted, train
 
-    cfg = load_config(args.config, args.override, check_paths=True)
     try:
-        result = train(cfg, run_name=args.run_name or Path(args.config).stem, track=not args.no_track)
+        result = train(cfg, run_name=args.run_name or Path(args.config).stem, track=not args.no_track, trust=args.trust)
     except TrainingInterrupted as exc:
         print(f"clasflow: {exc}", file=sys.stderr)
         return 143
@@ -147,10 +151,12 @@ def _eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from clasflow.config import load_config
-    from clasflow.engine.trainer import evaluate
 
     cfg = load_config(args.config, args.override)
-    metrics = evaluate(cfg, run_name=args.run_name or f"eval-{Path(args.config).stem}", track=not args.no_track)
+    from clasflow.engine.trainer import evaluate
+
+    metrics = evaluate(cfg, run_name=args.run_name or f"eval-{Path(args.config).stem}", track=not args.no_track,
+                       trust=args.trust)
     print(json.dumps(metrics) if args.json else " ".join(f"{k}:{v:.4f}" for k, v in metrics.items()))
     return 0
 
@@ -164,6 +170,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                        help="override a config key, e.g. -o epochs=2 -o TRAIN.batch_size=8 (repeatable)")
         p.add_argument("--run-name", default=None, help="MLflow run name (default: the config's name)")
         p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
+        p.add_argument("--trust", action="store_true", help=_TRUST_HELP)
         if name == "eval":
             p.add_argument("--json", action="store_true")
         p.set_defaults(func=func)
@@ -186,6 +193,13 @@ def _image_size_arg(text: str):
 
 
 def _export(args: argparse.Namespace) -> int:
+    from clasflow.models.pretrained import trusted_weights
+
+    with trusted_weights(args.trust):
+        return _export_trusted(args)
+
+
+def _export_trusted(args: argparse.Namespace) -> int:
     from clasflow.export import export_from_config, export_model, read_label_names, split_pretrained_override
 
     if args.config and args.model:
@@ -282,6 +296,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
                    help="self-check: max abs logit diff allowed, times max(1, max |logit|) (default 1e-4)")
     p.add_argument("--opset", type=int, default=13, help="ONNX opset (default 13)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--trust", action="store_true", help=_TRUST_HELP)
     p.set_defaults(func=_export)
 
     q = sub.add_parser("predict", help="classify images with an exported model (the seed's predict.py)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 import typing
 import warnings
 from pathlib import Path
@@ -23,6 +24,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from clasflow.errors import ConfigError
 
 
+# Bounds past which a value cannot work (instead of failing deep inside Paddle or OpenCV): more
+# classes than this exhaust memory in the classifier (and Paddle's dims are int32); more loader
+# workers exhaust the machine; transform sizes go to OpenCV as int32.
+MAX_CLASSES = 1_000_000
+MAX_WORKERS = 1024
+MAX_TRANSFORM_INT = 2**31 - 1
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=False)
 
@@ -30,6 +39,35 @@ class _Section(BaseModel):
 class Architecture(_Section):
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_params(v: dict[str, Any], checks: dict[str, tuple[Any, str]]) -> dict[str, Any]:
+    """Type-check the known keys of a free-form ``params`` mapping (unknown keys are the stage's to refuse)."""
+    for key, (ok, what) in checks.items():
+        if key in v and not ok(v[key]):
+            raise ValueError(f"params.{key} must be {what}, got {v[key]!r}")
+    return v
+
+
+_LR_PARAMS = {
+    "lr": (lambda x: _number(x) and x > 0, "a positive number"),
+    "end_lr": (lambda x: _number(x) and x >= 0, "a number >= 0"),
+    "power": (lambda x: _number(x) and x > 0, "a positive number"),
+    "gamma": (lambda x: _number(x) and x > 0, "a positive number"),
+    "decay_epochs": (lambda x: isinstance(x, list) and all(isinstance(e, int) and not isinstance(e, bool) and e >= 0 for e in x),
+                     "a list of epoch numbers (ints >= 0)"),
+    "warmup_epoch": (lambda x: isinstance(x, int) and not isinstance(x, bool) and x >= 0, "an int >= 0"),
+    "epochs": (lambda x: isinstance(x, int) and not isinstance(x, bool) and x > 0, "a positive int"),
+    "step_each_epoch": (lambda x: isinstance(x, int) and not isinstance(x, bool) and x > 0, "a positive int"),
+}
+_MOMENTUM_PARAMS = {
+    "momentum": (lambda x: _number(x) and x >= 0, "a number >= 0"),
+    "use_nesterov": (lambda x: isinstance(x, bool), "true or false"),
+}
 
 
 class LearningRate(_Section):
@@ -40,9 +78,9 @@ class LearningRate(_Section):
     @classmethod
     def _lr_present(cls, v: dict[str, Any]) -> dict[str, Any]:
         lr = v.get("lr")
-        if not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0:
+        if not _number(lr) or lr <= 0:
             raise ValueError(f"params.lr must be a positive number, got {lr!r}")
-        return v
+        return _check_params(v, _LR_PARAMS)
 
 
 class Regularizer(_Section):
@@ -55,6 +93,11 @@ class Optimizer(_Section):
     params: dict[str, Any] = Field(default_factory=lambda: {"momentum": 0.9})
     regularizer: Optional[Regularizer] = None
 
+    @field_validator("params")
+    @classmethod
+    def _momentum_params(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return _check_params(v, _MOMENTUM_PARAMS)
+
 
 class TransformSpec(_Section):
     """One PaddleClas operator, ``{OpName: {args}}`` in YAML."""
@@ -65,7 +108,7 @@ class TransformSpec(_Section):
 
 class DataSection(_Section):
     batch_size: int = Field(gt=0)
-    num_workers: int = Field(default=4, ge=0)
+    num_workers: int = Field(default=4, ge=0, le=MAX_WORKERS)
     file_list: str
     data_dir: str
     shuffle_seed: Optional[int] = 0
@@ -101,7 +144,7 @@ class Config(_Section):
     ARCHITECTURE: Architecture
     pretrained_model: Union[str, list[str]] = ""
     model_save_dir: str = "./output/"
-    classes_num: int = Field(default=1000, gt=1)
+    classes_num: int = Field(default=1000, gt=1, le=MAX_CLASSES)
     total_images: int = Field(default=1281167, gt=0)
     save_interval: int = Field(default=1, gt=0)
     validate: bool = True
@@ -178,7 +221,10 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"override {text!r}: value is not valid YAML: {exc}") from None
-    return [p for p in key.strip().split(".")], value
+    parts = [p.strip() for p in key.strip().split(".")]
+    if not all(parts):
+        raise ConfigError(f"override {text!r}: the key {key.strip()!r} has an empty part (write key.sub=value)")
+    return parts, value
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -260,9 +306,13 @@ def _check_transforms(cfg: Config, where: str) -> None:
                 close = difflib.get_close_matches(spec.name, list(ops.OPS), n=3)
                 hint = f"; did you mean {' or '.join(close)}?" if close else f"; known: {', '.join(sorted(ops.OPS))}"
                 raise ConfigError(f"{where}: {key}: unknown transform {spec.name!r}{hint}")
+            for arg, value in spec.args.items():
+                values = value if isinstance(value, (list, tuple)) else [value]
+                if any(isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) > MAX_TRANSFORM_INT for v in values):
+                    raise ConfigError(f"{where}: {key}: {arg}={value!r} is out of range (at most {MAX_TRANSFORM_INT})")
             try:
                 ops.OPS[spec.name](**spec.args)
-            except TypeError as exc:
+            except (TypeError, OverflowError) as exc:
                 raise ConfigError(f"{where}: {key}: bad arguments {spec.args!r}: {exc}") from None
             except ValueError as exc:
                 raise ConfigError(f"{where}: {key}: {exc}") from None
@@ -315,9 +365,20 @@ def load_raw(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} not found")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not valid UTF-8 text (byte {data[exc.start]:#04x})") from None
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid YAML: nested too deeply") from None
     if raw is None:
         raise ConfigError(f"{path}: the file is empty")
     return raw

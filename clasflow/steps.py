@@ -306,9 +306,17 @@ def benchmark_step(model_dir: str, out_json: str, dataset_dir: str = "", backend
         image_list=str(Path(dataset_dir) / "val_list.txt") if dataset_dir else None,
         data_dir=dataset_dir or None,
     )
+    from clasflow.benchmark import mlflow_metrics
+    from clasflow.tracking import Tracker
+
+    profile = profile or Profile()
+    profile.env()
     report = run_benchmark(settings)
     write_report(report, out_json)
-    publish(out_json, "benchmark.json", profile or Profile())
+    with tempfile.TemporaryDirectory() as journal, Tracker("benchmark", journal_dir=journal, tags={"clasflow.stage": "benchmark"}) as tracker:
+        tracker.log_metrics(mlflow_metrics(report), step=0)
+        tracker.log_artifact(out_json)
+    publish(out_json, "benchmark.json", profile)
     return report
 
 

@@ -30,6 +30,7 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
 
 
+CLOSE_RETRIES, CLOSE_WAIT = 5, 2.0  # Tracker.close's default budget (env CLASFLOW_MLFLOW_CLOSE_RETRIES / _WAIT)
 # Set by the pipeline steps so that the report can pick one pipeline run's MLflow runs.
 ENV_TAGS = {"CLASFLOW_PIPELINE_RUN": "clasflow.pipeline_run", "CLASFLOW_PROFILE": "clasflow.profile"}
 
@@ -91,10 +92,16 @@ class Tracker:
             self._append({"op": "artifact", "path": str(Path(path).resolve()), "artifact_path": artifact_path})
             self.flush()
 
-    def close(self, status: str = "FINISHED", retries: int = 5, wait: float = 2.0) -> bool:
-        """Send what is left (retrying) and end the run; True when everything was delivered."""
+    def close(self, status: str = "FINISHED", retries: int | None = None, wait: float | None = None) -> bool:
+        """Send what is left (retrying) and end the run; True when everything was delivered.
+
+        The retry budget (default 5 retries, 2 s apart) comes from ``CLASFLOW_MLFLOW_CLOSE_RETRIES``
+        and ``CLASFLOW_MLFLOW_CLOSE_WAIT`` when not given: e.g. to wait out a tracking server restart.
+        """
         if not self.enabled:
             return True
+        retries = _env_number("CLASFLOW_MLFLOW_CLOSE_RETRIES", CLOSE_RETRIES, int) if retries is None else retries
+        wait = _env_number("CLASFLOW_MLFLOW_CLOSE_WAIT", CLOSE_WAIT, float) if wait is None else wait
         self._append({"op": "end", "status": status})
         for attempt in range(retries + 1):
             if self.flush():
@@ -185,6 +192,22 @@ class Tracker:
         elif op == "end":
             client.set_terminated(run_id, record["status"])
         # "start" only carries what _ensure_run needs
+
+
+def _env_number(name: str, default, kind):
+    """A non-negative number from the environment; a bad value is reported and the default used
+    (this runs while a run is being closed, where raising would lose the points still to send)."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = kind(text)
+        if value < 0 or value != value:
+            raise ValueError
+    except ValueError:
+        log.warning("%s=%r is not a non-negative %s; using %s", name, text, "integer" if kind is int else "number", default)
+        return default
+    return value
 
 
 def _param(value: Any) -> str:

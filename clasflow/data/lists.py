@@ -53,6 +53,8 @@ def read_list(file_list: str, *, labeled: bool = True, class_num: int | None = N
         line = line.strip()
         if not line:
             continue
+        if "\x00" in line:
+            raise DataError(f"{file_list}:{lineno}: NUL byte in the line (a binary file, or a corrupt list?)")
         parts = line.rsplit(maxsplit=1)
         if labeled:
             if len(parts) != 2:

@@ -65,8 +65,9 @@ def build_from_config(cfg: Config):
     return build_model(cfg.ARCHITECTURE.name, class_num=cfg.classes_num, **params)
 
 
-def load_weights(cfg: Config, model) -> None:
-    """Pretrained weights: one path, or [teacher, student] for distillation."""
+def load_weights(cfg: Config, model, trust: bool = False) -> None:
+    """Pretrained weights: one path, or [teacher, student] for distillation. ``trust`` loads weight
+    files whose sha256 differs from their ``zoo.lock.json`` entry (see ``load_pretrained``)."""
     if cfg.use_distillation:
         if not hasattr(model, "teacher"):
             raise ConfigError(f"use_distillation: ARCHITECTURE.name {cfg.ARCHITECTURE.name!r} is not a distillation model")
@@ -74,19 +75,19 @@ def load_weights(cfg: Config, model) -> None:
         if not teacher:
             raise ConfigError("pretrained_model[0]: distillation needs trained teacher weights; a random teacher teaches nothing")
         try:
-            log.info("teacher: %s", load_pretrained(model.teacher, teacher, strict_head=True).summary())
+            log.info("teacher: %s", load_pretrained(model.teacher, teacher, strict_head=True, trust=trust).summary())
         except ClasflowError as exc:
             raise ClasflowError(f"pretrained_model[0] (the teacher) did not load, refusing to distill from a random teacher: {exc}") from None
         if student:
             try:
-                log.info("student: %s", load_pretrained(model.student, student).summary())
+                log.info("student: %s", load_pretrained(model.student, student, trust=trust).summary())
             except ClasflowError as exc:
                 raise ClasflowError(f"pretrained_model[1] (the student): {exc}") from None
         return
     if cfg.pretrained_model:
         if isinstance(cfg.pretrained_model, list):
             raise ConfigError("pretrained_model: a list is only for distillation (use_distillation: True)")
-        log.info("pretrained: %s", load_pretrained(model, cfg.pretrained_model).summary())
+        log.info("pretrained: %s", load_pretrained(model, cfg.pretrained_model, trust=trust).summary())
 
 
 # ------------------------------------------------------------------ one epoch
@@ -172,13 +173,13 @@ def _loaders(cfg: Config, train: bool):
     return train_loader, valid_loader
 
 
-def train(cfg: Config, *, run_name: str = "train", track: bool = True) -> TrainResult:
+def train(cfg: Config, *, run_name: str = "train", track: bool = True, trust: bool = False) -> TrainResult:
     """Train (or distill) as the config says; see the module docstring."""
     check_files(cfg)
     setup_device(cfg)
     seed_everything(cfg.seed)
     model = build_from_config(cfg)
-    load_weights(cfg, model)
+    load_weights(cfg, model, trust=trust)
     train_loader, valid_loader = _loaders(cfg, train=True)
     steps = len(train_loader)
     if steps == 0:
@@ -298,7 +299,7 @@ def train(cfg: Config, *, run_name: str = "train", track: bool = True) -> TrainR
     return TrainResult(str(arch_dir), best_top1, best_epoch, final, history, tracker.run_id)
 
 
-def evaluate(cfg: Config, *, run_name: str = "eval", track: bool = True) -> dict[str, float]:
+def evaluate(cfg: Config, *, run_name: str = "eval", track: bool = True, trust: bool = False) -> dict[str, float]:
     """The eval stage: load ``pretrained_model`` and report valid loss/top1/top-k."""
     if cfg.VALID is None:
         raise ConfigError("VALID: evaluation needs a VALID section")
@@ -308,9 +309,9 @@ def evaluate(cfg: Config, *, run_name: str = "eval", track: bool = True) -> dict
     setup_device(cfg)
     model = build_from_config(cfg)
     if isinstance(cfg.pretrained_model, list):  # distillation config: evaluate the student weights
-        load_pretrained(model.student, cfg.pretrained_model[1], strict_head=True)
+        load_pretrained(model.student, cfg.pretrained_model[1], strict_head=True, trust=trust)
     else:  # a checkpoint of this architecture (for distillation: teacher and student)
-        load_pretrained(model, cfg.pretrained_model, strict_head=True)
+        load_pretrained(model, cfg.pretrained_model, strict_head=True, trust=trust)
     _, valid_loader = _loaders(cfg, train=False)
     metrics = evaluate_model(cfg, model, valid_loader)
     journal_dir = Path(cfg.model_save_dir) / cfg.ARCHITECTURE.name / "eval"

@@ -7,10 +7,20 @@ class count differs (1000 -> 102), which is skipped and reported.
   ``output/ResNet50_vd/19/ppcls.pdparams``);
 * a v1 (seed) ``.tar`` archive of per-variable files;
 * a folder holding exactly one ``.pdparams``, or else extracted v1 variable files.
+
+Weight files are pickles: loading one runs whatever code it carries. So a file that
+``clasflow download`` recorded in ``zoo.lock.json`` beside it (or that the zoo pins) is checked
+against that sha256 before it is unpickled, and refused when it differs unless the caller
+trusts it (``trust=True``, the ``--trust`` flag). Files without a lock entry or pin, such as
+the checkpoints our trainer writes, load as before.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import json
+import logging
 import os
 import re
 import tarfile
@@ -26,6 +36,84 @@ from . import v1_weights
 
 HEAD_KEY = re.compile(r"(^|\.)fc\.(weight|bias)$")
 _LIST_MAX = 20
+LOCK_FILE = "zoo.lock.json"  # written by clasflow.zoo.download_weights beside the weights
+log = logging.getLogger(__name__)
+# Trust for loads that do not take a `trust` argument (the export stage reads weights itself).
+_TRUST = contextvars.ContextVar("clasflow_trust_weights", default=False)
+
+
+@contextlib.contextmanager
+def trusted_weights(trust: bool = True):
+    """Within this block, weights whose sha256 differs from their lock entry or pin load (with a
+    warning) instead of being refused: what ``--trust`` means for commands that load weights."""
+    token = _TRUST.set(bool(trust))
+    try:
+        yield
+    finally:
+        _TRUST.reset(token)
+
+
+def _zoo_pins() -> dict[str, str]:
+    """file name -> sha256 for the zoo entries that carry a pin."""
+    from clasflow.zoo import registry
+
+    pins = {}
+    for entry in registry().values():
+        if entry.sha256:
+            for url in (entry.v1_tar, entry.v2_pdparams):
+                if url:
+                    pins[url.rsplit("/", 1)[1]] = entry.sha256.lower()
+    return pins
+
+
+def verify_weights(path: str | os.PathLike, *, trust: bool | None = None) -> str | None:
+    """Check the weights file ``path`` against the sha256 recorded for it before it is unpickled.
+
+    The expected digest is the entry for its file name in ``zoo.lock.json`` beside it, else the
+    zoo's pin for that file name. Returns the file's sha256 when there is something to check,
+    None when there is not (e.g. our own checkpoints). A mismatch (or a lock file that cannot be
+    read) raises ClasflowError naming the file, both digests and ``--trust``; with ``trust``
+    (None: the enclosing :func:`trusted_weights` block) it is logged as a warning instead.
+    """
+    from clasflow.fsutil import file_digest
+
+    path = Path(path)
+    trust = _TRUST.get() if trust is None else bool(trust)
+    lock_path = path.parent / LOCK_FILE
+    expected = source = None
+    if lock_path.is_file():
+        try:
+            lock = json.loads(lock_path.read_text(encoding="utf-8"))
+            entry = lock.get(path.name) if isinstance(lock, dict) else None
+            if entry is not None:
+                expected = entry.get("sha256") if isinstance(entry, dict) else None
+                if not isinstance(expected, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", expected):
+                    raise ValueError(f"its entry for {path.name} has no valid sha256")
+        except (OSError, UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+            msg = (f"{path}: cannot verify the weights: {lock_path} is unreadable ({exc}); weight files are "
+                   f"pickles that can run code when loaded. Re-download them with `clasflow download`, or pass "
+                   f"--trust to load this file anyway")
+            if not trust:
+                raise ClasflowError(msg) from None
+            log.warning("--trust: %s", msg)
+            return None
+        source = str(lock_path)
+    if expected is None:
+        expected = _zoo_pins().get(path.name)
+        source = "the zoo pin (clasflow/zoo_models.tsv)"
+    if expected is None:
+        return None
+    actual = file_digest(path)
+    if actual == expected.lower():
+        return actual
+    msg = (f"{path}: sha256 {actual} does not match the expected {expected.lower()} recorded in {source}. "
+           f"Weight files are pickles that can run code when loaded, so this one is refused; if you trust it, "
+           f"pass --trust (or download it again with `clasflow download`)")
+    if not trust:
+        raise ClasflowError(msg)
+    log.warning("--trust: loading %s although its sha256 %s differs from %s recorded in %s",
+                path, actual, expected.lower(), source)
+    return actual
 
 
 @dataclass
@@ -77,7 +165,8 @@ def resolve_weights(path: str | os.PathLike) -> tuple[Path, str]:
     raise ClasflowError(f"no pretrained weights at {p}: neither {p} nor {prefixed} exists")
 
 
-def _read_pdparams(path: Path) -> dict[str, np.ndarray]:
+def _read_pdparams(path: Path, *, trust: bool | None = None) -> dict[str, np.ndarray]:
+    verify_weights(path, trust=trust)  # before unpickling anything
     try:
         state = paddle.load(str(path), return_numpy=True)
     except Exception as e:  # paddle raises a variety of errors for damaged pickles
@@ -147,16 +236,21 @@ def apply_state(model, state: dict[str, np.ndarray], source: str, fmt: str,
     return report
 
 
-def load_pretrained(model, path: str | os.PathLike, *, strict_head: bool = False) -> LoadReport:
+def load_pretrained(model, path: str | os.PathLike, *, strict_head: bool = False, trust: bool = False) -> LoadReport:
     """Load weights at ``path`` into ``model`` (see module docstring for accepted paths).
 
     A classifier (``fc.weight``/``fc.bias``) whose shape differs is left untouched and listed
     in the report, unless ``strict_head``; any other missing/unexpected key or shape mismatch
-    raises :class:`ClasflowError` naming the keys, before anything is changed.
+    raises :class:`ClasflowError` naming the keys, before anything is changed. A file listed in
+    ``zoo.lock.json`` beside it (or pinned by the zoo) must match that sha256 unless ``trust``
+    (or an enclosing :func:`trusted_weights` block).
     """
+    trust = bool(trust) or _TRUST.get()
     resolved, fmt = resolve_weights(path)
     if fmt == "pdparams":
-        return apply_state(model, _read_pdparams(resolved), str(resolved), fmt, strict_head)
+        return apply_state(model, _read_pdparams(resolved, trust=trust), str(resolved), fmt, strict_head)
+    if resolved.is_file():  # a v1 .tar archive
+        verify_weights(resolved, trust=trust)
     state, ignored = v1_weights.convert_v1(model, resolved)
     report = apply_state(model, state, str(resolved), fmt, strict_head)
     report.ignored = ignored
