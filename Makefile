@@ -66,6 +66,10 @@ submit: setup
 	$(BIN)/kfp --endpoint "$(KFP_ENDPOINT)" run create -e "$(KFP_EXPERIMENT)" -r "$(KFP_RUN_NAME)" \
 	  -f pipelines/flowers_quickstart.yaml $(RUN_ARGS)
 
+# The fault-injection and bad-input suites, with the table of the README's "Reliability" section.
+fault: setup
+	$(BIN)/python -m tests.fault_report
+
 # Figures of this machine (loaders, training, inference); benchmarks print, they do not assert.
 bench: setup
 	$(BIN)/python -m clasflow.bench --out bench.json

@@ -72,6 +72,8 @@ def fetch(
         log.warning("%s exists but its %s does not match; downloading again", dest, checksum.algorithm)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
+    if checksum is None:  # nothing could tell stale bytes of an earlier run from good ones
+        part.unlink(missing_ok=True)
     scheme = urllib.parse.urlparse(url).scheme
     if progress is None:
         progress = sys.stderr.isatty()
@@ -127,8 +129,12 @@ def _http_to_part(url: str, part: Path, *, timeout: float, binary: bool, progres
     except (requests.ConnectionError, requests.Timeout) as exc:
         raise _Retry(f"cannot reach {url}: {exc.__class__.__name__}") from None
     with resp:
-        if resp.status_code == 416 and have:  # we already hold every byte
-            return
+        if resp.status_code == 416 and have:  # past the end: complete only if the sizes agree
+            total = resp.headers.get("Content-Range", "").rpartition("/")[2]
+            if total.isdigit() and int(total) == have:
+                return
+            part.unlink()
+            raise _Retry(f"partial file {part.name} does not fit the server's size ({total or 'unknown'}); starting over")
         if resp.status_code in RETRYABLE_STATUS:
             raise _Retry(f"HTTP {resp.status_code} from {url}")
         if resp.status_code >= 400:

@@ -63,10 +63,21 @@ def _rename_optimizer_state(model, state: dict, to_structured: bool) -> dict:
     return out
 
 
+def recover(folder: Path) -> None:
+    """Undo a replacement cut short between its two renames: if FOLDER is missing but the
+    previous version waits as ``.FOLDER.old-PID``, put it back."""
+    if folder.exists() or not folder.parent.is_dir():
+        return
+    olds = sorted(folder.parent.glob(f".{folder.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    if olds:
+        os.replace(olds[-1], folder)
+
+
 def save_checkpoint(folder: str | os.PathLike, model, optimizer, meta: CheckpointMeta, rng: dict | None = None) -> Path:
     """Write a checkpoint folder atomically (replacing an existing one)."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
+    recover(folder)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
     try:
         paddle.save(model.state_dict(), str(tmp / f"{PREFIX}.pdparams"))
@@ -94,6 +105,7 @@ def save_checkpoint(folder: str | os.PathLike, model, optimizer, meta: Checkpoin
 
 def read_meta(prefix: str | os.PathLike) -> CheckpointMeta:
     folder = _folder(prefix)
+    recover(folder)
     path = folder / f"{PREFIX}.json"
     if not path.is_file():
         raise ClasflowError(f"checkpoint {folder} has no {PREFIX}.json: it is not a clasflow checkpoint (or is incomplete)")
@@ -103,7 +115,10 @@ def read_meta(prefix: str | os.PathLike) -> CheckpointMeta:
 def _folder(prefix: str | os.PathLike) -> Path:
     """A checkpoint is named by its folder or by the PaddleClas prefix ``FOLDER/ppcls``."""
     p = Path(prefix)
-    return p if p.is_dir() else p.parent
+    if p.name == PREFIX or p.suffix in (".pdparams", ".pdopt", ".json"):
+        p = p.parent
+    recover(p)
+    return p
 
 
 def load_checkpoint(prefix: str | os.PathLike, model, optimizer, config_hash: str | None = None) -> CheckpointMeta:
@@ -138,6 +153,8 @@ def latest_checkpoint(arch_dir: str | os.PathLike) -> Path | None:
     best: tuple[tuple[int, int], Path] | None = None
     if not arch_dir.is_dir():
         return None
+    for old in arch_dir.glob(".*.old-*"):
+        recover(arch_dir / old.name[1:].rsplit(".old-", 1)[0])
     for folder in arch_dir.iterdir():
         if folder.name.startswith(".") or not (folder.name.isdigit() or folder.name == "interrupted"):
             continue
