@@ -15,9 +15,8 @@ from clasflow.models import MODEL_NAMES, build_model, load_pretrained, model_par
 from clasflow.models.v1_weights import (V1FormatError, encode_v1_var, parse_v1_var, read_v1_var,
                                         resnet_vd_v1_block_names, v1_names_for, write_v1_var)
 
-REFERENCE = Path("/work/shared/reference")
-if not REFERENCE.is_dir():  # the tsv files also live in the repository checkout's shared/ folder
-    REFERENCE = Path(__file__).resolve().parents[1] / "shared" / "reference"
+# ../shared/reference beside the checkout (as CI and every session lay it out)
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 DISTILL = "ResNet50_vd_distill_MobileNetV3_large_x1_0"
 
 
