@@ -211,8 +211,6 @@ def test_chart_renders_carry_no_planted_secret(fault_record):
     assert not found, found
 
 
-@pytest.mark.xfail(strict=True, reason="hardening gap in charts/clasflow: config.extra and mlflow.extraEnv accept a credential "
-                   "value and render it in plain text (a ConfigMap, a Deployment env value) instead of refusing it")
 def test_chart_refuses_a_credential_in_plain_values(fault_record):
     secret = SECRETS["AWS_SECRET_ACCESS_KEY"]
     attempts = {

@@ -167,3 +167,15 @@ affinity:
 {{- fail "mlflow.enabled=false needs externalMlflow.trackingUri" }}
 {{- end }}
 {{- end }}
+
+
+{{/*
+Credentials never go into plain values: refuse a key that looks like one.
+Usage: include "clasflow.refuseCredential" (list "config.extra" $key)
+*/}}
+{{- define "clasflow.refuseCredential" -}}
+{{- $where := index . 0 -}}{{- $key := index . 1 -}}
+{{- if regexMatch "(?i)(SECRET|PASSWORD|PASSWD|TOKEN|ACCESS_KEY|CREDENTIAL|PRIVATE_KEY)" $key -}}
+{{- fail (printf "%s: %s looks like a credential; keep it in a Secret (credentials.existingSecret, or valueFrom.secretKeyRef in an env entry), never in plain values" $where $key) -}}
+{{- end -}}
+{{- end -}}
