@@ -38,6 +38,7 @@ import numpy as np
 import yaml
 
 from clasflow.errors import ClasflowError, ConfigError
+from clasflow.fsutil import replace_dir
 
 log = logging.getLogger(__name__)
 
@@ -385,19 +386,6 @@ def _prepare_target(output_path: Path) -> None:
     output_path.parent.mkdir(parents=True, exist_ok=True)
 
 
-def _swap_into_place(tmp: Path, output_path: Path) -> None:
-    for f in tmp.iterdir():
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
-    old = None
-    if output_path.exists():
-        old = output_path.with_name(f".{output_path.name}.old-{os.getpid()}")
-        os.replace(output_path, old)
-    os.replace(tmp, output_path)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 @contextlib.contextmanager
 def _on_cpu():
     import paddle
@@ -488,7 +476,7 @@ def export_model(
                          tolerance=tolerance, reference=reference, onnx_info=onnx_info, extra=extra_meta)
             (tmp / META_FILE).write_text(yaml.safe_dump(meta, sort_keys=False, allow_unicode=True), encoding="utf-8")
             files.append(META_FILE)
-            _swap_into_place(tmp, output_path)
+            replace_dir(tmp, output_path)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

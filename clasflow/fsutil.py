@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import IO, Iterator
@@ -43,3 +44,35 @@ def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def recover_dir(final: Path) -> None:
+    """Undo a `replace_dir` cut short between its two renames: if `final` is missing but its
+    previous version waits as ``.NAME.old-PID``, put that back."""
+    final = Path(final)
+    if final.exists() or not final.parent.is_dir():
+        return
+    olds = sorted(final.parent.glob(f".{final.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    if olds:
+        os.replace(olds[-1], final)
+
+
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Move the finished folder `tmp` (same parent) onto `final`, replacing what is there.
+
+    Files are fsynced first; the old folder is moved aside, the new one moved in, the old one
+    deleted. A kill in between leaves the old one as ``.NAME.old-PID``, which `recover_dir`
+    restores.
+    """
+    recover_dir(final)
+    for f in Path(tmp).rglob("*"):
+        if f.is_file():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -42,17 +42,7 @@ from tests.fault_table import fault_record  # noqa: F401  (fixture)
 # ------------------------------------------------------------------ archives
 
 
-def _tar(path, members):
-    with tarfile.open(path, "w:gz") as tar:
-        for info, data in members:
-            tar.addfile(info, io.BytesIO(data) if data is not None else None)
-    return path
-
-
-def _file(name, data=b"x"):
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    return info, data
+from tests.test_archive import _file, _tar  # noqa: E402  (the same archive builders)
 
 
 def _special(name, kind, target=""):

@@ -23,6 +23,7 @@ import numpy as np
 import paddle
 
 from clasflow.errors import ClasflowError
+from clasflow.fsutil import recover_dir, replace_dir
 
 PREFIX = "ppcls"
 
@@ -63,21 +64,10 @@ def _rename_optimizer_state(model, state: dict, to_structured: bool) -> dict:
     return out
 
 
-def recover(folder: Path) -> None:
-    """Undo a replacement cut short between its two renames: if FOLDER is missing but the
-    previous version waits as ``.FOLDER.old-PID``, put it back."""
-    if folder.exists() or not folder.parent.is_dir():
-        return
-    olds = sorted(folder.parent.glob(f".{folder.name}.old-*"), key=lambda p: p.stat().st_mtime)
-    if olds:
-        os.replace(olds[-1], folder)
-
-
 def save_checkpoint(folder: str | os.PathLike, model, optimizer, meta: CheckpointMeta, rng: dict | None = None) -> Path:
     """Write a checkpoint folder atomically (replacing an existing one)."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    recover(folder)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
     try:
         paddle.save(model.state_dict(), str(tmp / f"{PREFIX}.pdparams"))
@@ -87,16 +77,7 @@ def save_checkpoint(folder: str | os.PathLike, model, optimizer, meta: Checkpoin
         with open(tmp / f"{PREFIX}.pdstates", "wb") as fh:
             pickle.dump(rng if rng is not None else _rng_states(), fh)
         (tmp / f"{PREFIX}.json").write_text(json.dumps(asdict(meta), indent=2, sort_keys=True))
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        old = None
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-            os.replace(folder, old)
-        os.replace(tmp, folder)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -105,7 +86,7 @@ def save_checkpoint(folder: str | os.PathLike, model, optimizer, meta: Checkpoin
 
 def read_meta(prefix: str | os.PathLike) -> CheckpointMeta:
     folder = _folder(prefix)
-    recover(folder)
+    recover_dir(folder)
     path = folder / f"{PREFIX}.json"
     if not path.is_file():
         raise ClasflowError(f"checkpoint {folder} has no {PREFIX}.json: it is not a clasflow checkpoint (or is incomplete)")
@@ -117,7 +98,7 @@ def _folder(prefix: str | os.PathLike) -> Path:
     p = Path(prefix)
     if p.name == PREFIX or p.suffix in (".pdparams", ".pdopt", ".json"):
         p = p.parent
-    recover(p)
+    recover_dir(p)
     return p
 
 
@@ -154,7 +135,7 @@ def latest_checkpoint(arch_dir: str | os.PathLike) -> Path | None:
     if not arch_dir.is_dir():
         return None
     for old in arch_dir.glob(".*.old-*"):
-        recover(arch_dir / old.name[1:].rsplit(".old-", 1)[0])
+        recover_dir(arch_dir / old.name[1:].rsplit(".old-", 1)[0])
     for folder in arch_dir.iterdir():
         if folder.name.startswith(".") or not (folder.name.isdigit() or folder.name == "interrupted"):
             continue
