@@ -285,7 +285,7 @@ def export_step(name: str, dataset_dir: str, model_dir: str, out_dir: str, profi
         cfg_path.write_text(yaml.safe_dump(raw, sort_keys=False))
         result = export_from_config(cfg_path, [], out_dir, pretrained_model=cfg.pretrained_model, onnx=onnx)
     publish(out_dir, f"exported/{name}", profile)
-    return asdict(result) if hasattr(result, "__dataclass_fields__") else dict(result)
+    return asdict(result)
 
 
 def benchmark_step(model_dir: str, out_json: str, dataset_dir: str = "", backends: str = "paddle,onnxruntime",

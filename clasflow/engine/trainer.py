@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import shutil
 import signal
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -213,89 +212,86 @@ def train(cfg: Config, *, run_name: str = "train", track: bool = True, trust: bo
     final: dict[str, float] = {}
     global_step = start_epoch * steps + start_step
     k = cfg.topk
-    try:
-        with tracker, _Sigterm() as sigterm:
-            tracker.log_artifact(arch_dir / "config.resolved.yaml")
-            for epoch in range(start_epoch, cfg.epochs):
-                first = start_step if epoch == start_epoch else 0
-                if first == 0:
-                    seed_everything(epoch_seed(cfg.seed, epoch))
-                train_loader.set_epoch(epoch)
-                net.train()
-                sums = {"loss": 0.0, "top1": 0.0, f"top{k}": 0.0, "n": 0.0}
-                tic = epoch_tic = time.time()
-                images_seen = 0
-                with StepProgress(f"epoch {epoch}", total=steps, completed=first) as bar:
-                    for step, (images, labels) in enumerate(train_loader):
-                        if step < first:
-                            continue  # replaying a mid-epoch resume: these batches were trained
-                        step_rng = np.random.default_rng(epoch_seed(cfg.seed, epoch) + step)
-                        if scaler is not None:
-                            with paddle.amp.auto_cast(level="O1"):
-                                loss, logits = _forward_loss(cfg, net, images, labels, step_rng)
-                            scaled = scaler.scale(loss)
-                            scaled.backward()
-                            scaler.minimize(optimizer, scaled)
-                        else:
+    with tracker, _Sigterm() as sigterm:
+        tracker.log_artifact(arch_dir / "config.resolved.yaml")
+        for epoch in range(start_epoch, cfg.epochs):
+            first = start_step if epoch == start_epoch else 0
+            if first == 0:
+                seed_everything(epoch_seed(cfg.seed, epoch))
+            train_loader.set_epoch(epoch)
+            net.train()
+            sums = {"loss": 0.0, "top1": 0.0, f"top{k}": 0.0, "n": 0.0}
+            tic = epoch_tic = time.time()
+            images_seen = 0
+            with StepProgress(f"epoch {epoch}", total=steps, completed=first) as bar:
+                for step, (images, labels) in enumerate(train_loader):
+                    if step < first:
+                        continue  # replaying a mid-epoch resume: these batches were trained
+                    step_rng = np.random.default_rng(epoch_seed(cfg.seed, epoch) + step)
+                    if scaler is not None:
+                        with paddle.amp.auto_cast(level="O1"):
                             loss, logits = _forward_loss(cfg, net, images, labels, step_rng)
-                            loss.backward()
-                            optimizer.step()
-                        optimizer.clear_grad()
-                        lr = optimizer.get_lr()
-                        schedule.step()
-                        global_step += 1
-                        n = images.shape[0]
-                        images_seen += n
-                        values = {"loss": float(loss)}
-                        sums["loss"] += values["loss"] * n
-                        sums["n"] += n
-                        if logits is not None:
-                            values["top1"] = losses.topk_correct(logits, labels, 1) / n
-                            values[f"top{k}"] = losses.topk_correct(logits, labels, k) / n
-                            sums["top1"] += values["top1"] * n
-                            sums[f"top{k}"] += values[f"top{k}"] * n
-                        values["lr"] = lr
-                        if step % cfg.print_interval == 0 and is_main:
-                            log.info(_log_line(epoch, "train", step, values, time.time() - tic))
-                        tic = time.time()
-                        bar.advance(n)
-                        if sigterm.received:
-                            if is_main:
-                                meta = ckpt.CheckpointMeta(epoch, step + 1, global_step, cfg.hash(), {"best_epoch": best_epoch},
-                                                           best_top1, complete=step + 1 == steps)
-                                folder = ckpt.save_checkpoint(arch_dir / "interrupted", model, optimizer, meta)
-                                log.warning("checkpoint written to %s; resume with -o checkpoints=%s/%s", folder, folder, ckpt.PREFIX)
-                            raise TrainingInterrupted(f"stopped by SIGTERM at epoch {epoch} step {step}; checkpoint in {arch_dir / 'interrupted'}")
-                elapsed = max(time.time() - epoch_tic, 1e-9)
-                total = all_reduce_sum([sums["loss"], sums["top1"], sums[f"top{k}"], sums["n"], images_seen])
-                epoch_metrics = {"train_loss": total[0] / max(total[3], 1), "lr": lr, "images_per_sec": total[4] / elapsed}
-                if not cfg.use_distillation and not cfg.use_mix:
-                    epoch_metrics["train_top1"] = total[1] / max(total[3], 1)
-                if valid_loader is not None and cfg.validate and (epoch + 1) % cfg.valid_interval == 0:
-                    valid = evaluate_model(cfg, model, valid_loader, epoch)
-                    epoch_metrics.update({"valid_loss": valid["loss"], "valid_top1": valid["top1"], f"valid_top{k}": valid[f"top{k}"]})
-                    if valid["top1"] > best_top1 or best_epoch < 0:
-                        best_top1, best_epoch = valid["top1"], epoch
+                        scaled = scaler.scale(loss)
+                        scaled.backward()
+                        scaler.minimize(optimizer, scaled)
+                    else:
+                        loss, logits = _forward_loss(cfg, net, images, labels, step_rng)
+                        loss.backward()
+                        optimizer.step()
+                    optimizer.clear_grad()
+                    lr = optimizer.get_lr()
+                    schedule.step()
+                    global_step += 1
+                    n = images.shape[0]
+                    images_seen += n
+                    values = {"loss": float(loss)}
+                    sums["loss"] += values["loss"] * n
+                    sums["n"] += n
+                    if logits is not None:
+                        values["top1"] = losses.topk_correct(logits, labels, 1) / n
+                        values[f"top{k}"] = losses.topk_correct(logits, labels, k) / n
+                        sums["top1"] += values["top1"] * n
+                        sums[f"top{k}"] += values[f"top{k}"] * n
+                    values["lr"] = lr
+                    if step % cfg.print_interval == 0 and is_main:
+                        log.info(_log_line(epoch, "train", step, values, time.time() - tic))
+                    tic = time.time()
+                    bar.advance(n)
+                    if sigterm.received:
                         if is_main:
-                            meta = ckpt.CheckpointMeta(epoch, 0, global_step, cfg.hash(), epoch_metrics | {"best_epoch": epoch}, best_top1)
-                            ckpt.save_checkpoint(arch_dir / "best_model", model, optimizer, meta)
-                    log.info("best valid top1 %.4f at epoch %d", best_top1, best_epoch)
-                epoch_metrics["best_valid_top1"] = best_top1
-                tracker.log_metrics(epoch_metrics, step=epoch)
-                history.append({"epoch": epoch, **epoch_metrics})
-                final = epoch_metrics
-                last_epoch = epoch == cfg.epochs - 1
-                if is_main and ((epoch + 1) % cfg.save_interval == 0 or last_epoch):
-                    meta = ckpt.CheckpointMeta(epoch, 0, global_step, cfg.hash(), epoch_metrics | {"best_epoch": best_epoch}, best_top1)
-                    ckpt.save_checkpoint(arch_dir / str(epoch), model, optimizer, meta)
-                    if (arch_dir / "interrupted").exists():
-                        shutil.rmtree(arch_dir / "interrupted", ignore_errors=True)
-            if final:
-                tracker.log_metrics({"final_valid_top1": final.get("valid_top1", 0.0), "best_valid_top1": best_top1}, step=cfg.epochs - 1)
-            if (arch_dir / "best_model").is_dir():
-                tracker.log_artifact(arch_dir / "best_model", "best_model")
-    finally:
-        sys.stderr.flush()
+                            meta = ckpt.CheckpointMeta(epoch, step + 1, global_step, cfg.hash(), {"best_epoch": best_epoch},
+                                                       best_top1, complete=step + 1 == steps)
+                            folder = ckpt.save_checkpoint(arch_dir / "interrupted", model, optimizer, meta)
+                            log.warning("checkpoint written to %s; resume with -o checkpoints=%s/%s", folder, folder, ckpt.PREFIX)
+                        raise TrainingInterrupted(f"stopped by SIGTERM at epoch {epoch} step {step}; checkpoint in {arch_dir / 'interrupted'}")
+            elapsed = max(time.time() - epoch_tic, 1e-9)
+            total = all_reduce_sum([sums["loss"], sums["top1"], sums[f"top{k}"], sums["n"], images_seen])
+            epoch_metrics = {"train_loss": total[0] / max(total[3], 1), "lr": lr, "images_per_sec": total[4] / elapsed}
+            if not cfg.use_distillation and not cfg.use_mix:
+                epoch_metrics["train_top1"] = total[1] / max(total[3], 1)
+            if valid_loader is not None and cfg.validate and (epoch + 1) % cfg.valid_interval == 0:
+                valid = evaluate_model(cfg, model, valid_loader, epoch)
+                epoch_metrics.update({"valid_loss": valid["loss"], "valid_top1": valid["top1"], f"valid_top{k}": valid[f"top{k}"]})
+                if valid["top1"] > best_top1 or best_epoch < 0:
+                    best_top1, best_epoch = valid["top1"], epoch
+                    if is_main:
+                        meta = ckpt.CheckpointMeta(epoch, 0, global_step, cfg.hash(), epoch_metrics | {"best_epoch": epoch}, best_top1)
+                        ckpt.save_checkpoint(arch_dir / "best_model", model, optimizer, meta)
+                log.info("best valid top1 %.4f at epoch %d", best_top1, best_epoch)
+            epoch_metrics["best_valid_top1"] = best_top1
+            tracker.log_metrics(epoch_metrics, step=epoch)
+            history.append({"epoch": epoch, **epoch_metrics})
+            final = epoch_metrics
+            last_epoch = epoch == cfg.epochs - 1
+            if is_main and ((epoch + 1) % cfg.save_interval == 0 or last_epoch):
+                meta = ckpt.CheckpointMeta(epoch, 0, global_step, cfg.hash(), epoch_metrics | {"best_epoch": best_epoch}, best_top1)
+                ckpt.save_checkpoint(arch_dir / str(epoch), model, optimizer, meta)
+                if (arch_dir / "interrupted").exists():
+                    shutil.rmtree(arch_dir / "interrupted", ignore_errors=True)
+        if final:
+            tracker.log_metrics({"final_valid_top1": final.get("valid_top1", 0.0), "best_valid_top1": best_top1}, step=cfg.epochs - 1)
+        if (arch_dir / "best_model").is_dir():
+            tracker.log_artifact(arch_dir / "best_model", "best_model")
     return TrainResult(str(arch_dir), best_top1, best_epoch, final, history, tracker.run_id)
 
 
