@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from clasflow.errors import ConfigError
+from clasflow.fsutil import read_utf8
 
 
 # Bounds past which a value cannot work (instead of failing deep inside Paddle or OpenCV): more
@@ -362,17 +363,9 @@ def config_from_dict(raw: dict[str, Any], where: str = "config", *, check_paths:
 
 def load_raw(path: str | Path) -> dict[str, Any]:
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} not found")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the config: {exc.strerror or exc}") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise ConfigError(f"{path}:{line}: not valid UTF-8 text (byte {data[exc.start]:#04x})") from None
+    if path.exists() and not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} is not a file")
+    text = read_utf8(path, ConfigError, "config file")
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -79,7 +79,10 @@ def _apply(task: dsl.PipelineTask, settings: ClusterSettings | None, gpu: bool) 
     return task
 
 
-def build_pipeline(cluster: bool, settings: ClusterSettings = ClusterSettings()):
+DEFAULT_CLUSTER = ClusterSettings()
+
+
+def build_pipeline(cluster: bool, settings: ClusterSettings = DEFAULT_CLUSTER):
     """The pipeline function; with `cluster`, tasks carry the GPU/secret/shm/resource settings."""
     k8s = settings if cluster else None
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.fault_table import fault_record  # noqa: F401  (the fixture of the fault suites, defined once)
+
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 

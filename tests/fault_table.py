@@ -1,8 +1,7 @@
 """The reliability figures of the fault-injection suites: one row per scenario (trials, survived, data lost).
 
-A fault test counts what it injected and what held through the `fault_record` fixture::
-
-    from tests.fault_table import fault_record  # noqa: F401  (the fixture)
+A fault test counts what it injected and what held through the `fault_record` fixture (made
+available to every test by tests/conftest.py)::
 
     def test_x(fault_record):
         ...

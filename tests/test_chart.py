@@ -412,7 +412,7 @@ def test_notes_say_how_to_open_mlflow_and_submit():
     proc = _run([_tool(HELM), "install", RELEASE, str(CHART), "--dry-run=client", "--namespace", NAMESPACE])
     assert proc.returncode == 0, proc.stderr
     notes = proc.stdout.split("NOTES:", 1)[1]
-    assert f"port-forward svc/clasflow-mlflow 5000:5000" in notes
+    assert "port-forward svc/clasflow-mlflow 5000:5000" in notes
     assert "run create" in notes and "pipelines/flowers_quickstart.yaml" in notes
     assert "valid_top1" in notes and "flowers102-quickstart" in notes
     assert "clasflow-credentials" in notes and "clasflow-config" in notes

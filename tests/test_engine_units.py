@@ -1,6 +1,5 @@
 """Schedules, losses, lr_mult and checkpoints: values against closed forms and numpy references."""
 
-import math
 
 import numpy as np
 import paddle

@@ -15,7 +15,6 @@ import pytest
 
 from clasflow.download import Checksum, fetch
 from clasflow.errors import DownloadError
-from tests.fault_table import fault_record  # noqa: F401  (fixture)
 
 PAYLOAD = bytes(random.Random(1).getrandbits(8) for _ in range(1 << 19))  # 512 KiB, incompressible
 MD5 = Checksum("md5", hashlib.md5(PAYLOAD).hexdigest())

@@ -33,7 +33,6 @@ from hypothesis import strategies as st
 from clasflow.config import load_config
 from clasflow.errors import ClasflowError
 from tests.conftest import CONFIGS
-from tests.fault_table import fault_record  # noqa: F401  (fixture)
 
 BASES = sorted(p.name for p in CONFIGS.glob("*.yaml"))
 IMAGES = 4

@@ -25,7 +25,6 @@ import pytest
 import yaml
 
 from tests.conftest import CONFIGS, tiny_overrides
-from tests.fault_table import fault_record  # noqa: F401  (fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 HELM = Path(sys.executable).parent / "helm"

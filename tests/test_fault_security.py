@@ -37,7 +37,6 @@ from clasflow.errors import ArchiveError, ClasflowError
 from clasflow.models import build_model, load_pretrained
 from clasflow.models.pretrained import LOCK_FILE, trusted_weights, verify_weights
 from tests.conftest import CONFIGS, tiny_overrides
-from tests.fault_table import fault_record  # noqa: F401  (fixture)
 
 # ------------------------------------------------------------------ archives
 

@@ -25,7 +25,6 @@ from minio.error import S3Error
 from clasflow import storage
 from clasflow.errors import StorageError
 from clasflow.fsutil import file_digest
-from tests.fault_table import fault_record  # noqa: F401  (fixture)
 
 MiB = 1 << 20
 SEED = 7

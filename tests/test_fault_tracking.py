@@ -21,7 +21,6 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import CONFIGS, tiny_overrides
-from tests.fault_table import fault_record  # noqa: F401  (fixture)
 from tests.services import MlflowServer
 
 ARCH = "MobileNetV3_small_x0_35"

@@ -29,7 +29,6 @@ import numpy as np
 import pytest
 
 from tests.conftest import CONFIGS, tiny_overrides
-from tests.fault_table import fault_record  # noqa: F401  (fixture)
 
 ARCH = "MobileNetV3_small_x0_35"
 SMALL = [f"ARCHITECTURE.name={ARCH}", "LEARNING_RATE.params.lr=0.02", "save_interval=1"]

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 
 from clasflow.errors import DataError
+from clasflow.fsutil import read_utf8
 
 __all__ = ["ListEntry", "read_list", "check_image_file"]
 
@@ -33,18 +34,7 @@ def read_list(file_list: str, *, labeled: bool = True, class_num: int | None = N
     ``path label``; a trailing integer is ignored and the label is -1.
     Raises DataError naming the file and line for anything malformed.
     """
-    try:
-        with open(file_list, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
-        raise DataError(f"list file {file_list} does not exist") from None
-    except OSError as e:
-        raise DataError(f"cannot read list file {file_list}: {e.strerror or e}") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise DataError(f"{file_list}:{line}: not valid UTF-8 text") from None
+    text = read_utf8(file_list, DataError, "list file")
     if class_num is not None and (isinstance(class_num, bool) or not isinstance(class_num, int) or class_num < 1):
         raise DataError(f"class_num must be a positive int, got {class_num!r}")
 

@@ -21,7 +21,7 @@ from paddle.io import DataLoader, Dataset, DistributedBatchSampler
 
 from clasflow.data import EpochLoader, SampleSet
 from clasflow.data import transforms as T
-from clasflow.errors import ConfigError, DataError
+from clasflow.errors import DataError
 
 log = logging.getLogger("clasflow.data")
 
