@@ -5,10 +5,12 @@ Backends (``--backend``, comma list):
 
 * ``paddle`` -- Paddle Inference; CPU with oneDNN and ``--threads`` math threads (fp32); GPU
   with CUDA kernels (fp32, fp16 through Paddle's mixed precision);
-* ``paddle-trt`` -- Paddle Inference on the GPU with TensorRT subgraphs (fp32, fp16). The
+* ``paddle-trt`` -- Paddle Inference on the GPU with TensorRT subgraphs (fp32, fp16, int8). The
   exports are Paddle 3.x ``.json`` (PIR) programs, for which Paddle's documented TensorRT route is
   ``paddle.tensorrt.convert`` (PIR-TRT; ``Config.enable_tensorrt_engine`` is the pre-PIR
-  ``.pdmodel`` route); the converted program is cached in the engine cache;
+  ``.pdmodel`` route); the converted program is cached in the engine cache. PIR-TRT has no
+  calibrator: int8 converts the export's ``int8/`` model, quantized by post-training calibration
+  on real images at export time (``clasflow export --int8_calib LIST``, `clasflow.quantize`);
 * ``onnxruntime`` -- ``model.onnx`` on CPUExecutionProvider (CPU) or CUDAExecutionProvider (GPU);
 * ``onnxruntime-trt`` -- ``model.onnx`` on onnxruntime's TensorrtExecutionProvider (fp32, fp16);
 * ``tensorrt`` -- a native TensorRT engine built from ``model.onnx`` with the ``tensorrt`` Python
@@ -51,9 +53,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from clasflow.errors import ClasflowError, DataError
-from clasflow.predict import (OrtRunner, PaddleRunner, build_preprocess, default_threads, load_image, load_meta,
-                              model_file)
+from clasflow.errors import ClasflowError
+from clasflow.predict import OrtRunner, PaddleRunner, default_threads, load_image_list, load_meta, model_file
 
 log = logging.getLogger(__name__)
 
@@ -504,26 +505,50 @@ def _ort_providers_or_skip(*wanted: str) -> None:
 
 
 def _make_paddle(ctx: _Ctx, device: str, precision: str):
+    if precision == "int8":
+        if device == "cpu":
+            raise Skip("no trustworthy int8 on the CPU: Paddle 3.3's oneDNN int8 disagreed with fp32 on every image "
+                       "of our quantized export when measured, and without it the quantize ops run in fp32 (slower); "
+                       "int8 runs on the GPU: --backend paddle-trt or tensorrt")
+        raise Skip("Paddle Inference runs int8 on the GPU through TensorRT: use --backend paddle-trt "
+                   "(an export with --int8_calib) or --backend tensorrt")
     if device == "cpu":
         if precision != "fp32":
-            raise Skip(f"Paddle Inference on the CPU runs fp32 here ({precision} needs a GPU, or a quantized model for int8)")
+            raise Skip(f"Paddle Inference on the CPU runs fp32 here ({precision} needs a GPU)")
         return PaddleRunner(ctx.model_dir, device="cpu", threads=ctx.threads, meta=ctx.meta), {"onednn": True, "threads": ctx.threads}
     _paddle_gpu_or_skip(ctx.settings.gpu_id)
-    if precision == "int8":
-        raise Skip("Paddle Inference int8 needs a quantized model; for int8 calibrated on real images use "
-                   "--backend tensorrt --precision int8")
     runner = PaddleRunner(ctx.model_dir, device="gpu", precision=precision, gpu_id=ctx.settings.gpu_id, meta=ctx.meta)
     return runner, {"mixed_precision": precision == "fp16"}
 
 
+def _paddle_trt_source(ctx: _Ctx, precision: str) -> tuple[Path, str, dict[str, Any]]:
+    """(model file to convert, its hash, what to report): the fp32 export, or for int8 the
+    quantized model of ``clasflow export --int8_calib`` (PIR-TRT takes int8 ranges from its
+    quantize/dequantize ops; it has no calibrator)."""
+    if precision != "int8":
+        return model_file(ctx.model_dir, ctx.meta, "model"), ctx.model_hash(), {}
+    int8 = ctx.meta.get("int8")
+    if not int8:
+        raise Skip(f"{ctx.model_dir} has no int8 model: export with --int8_calib LIST (real images to calibrate on); "
+                   "or use --backend tensorrt, which calibrates on --image_list")
+    files = [ctx.model_dir / int8["files"][k] for k in ("model", "params")]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise Skip(f"the int8 model named in inference.yml is missing: {', '.join(missing)}")
+    calib = int8.get("calibration") or {}
+    report = {"calibration_images": calib.get("images"), "calibration_source": calib.get("source"),
+              "calibration": calib.get("observer"),
+              "export_top1_agreement_vs_fp32": (int8.get("self_check") or {}).get("top1_agreement_vs_fp32")}
+    return files[0], file_sha256(*files), report
+
+
 def _make_paddle_trt(ctx: _Ctx, device: str, precision: str):
-    """Paddle 3.x TensorRT for ``.json`` (PIR) models: ``paddle.tensorrt.convert`` writes a program
-    with TensorRT engine ops (cached), which Paddle Inference then runs on the GPU."""
+    """Paddle 3.x TensorRT: ``paddle.tensorrt.convert`` writes a program with TensorRT engine ops
+    (cached), which Paddle Inference then runs on the GPU. fp32/fp16 convert the export; int8
+    converts its calibrated quantized model (``int8/``)."""
     if device != "gpu":
         raise Skip("TensorRT runs on the GPU: use --device gpu")
-    if precision == "int8":
-        raise Skip("Paddle 3.x TensorRT (PIR-TRT) runs int8 only from a PaddleSlim-quantized model; "
-                   "for int8 calibrated on real images use --backend tensorrt --precision int8")
+    source, source_hash, extra = _paddle_trt_source(ctx, precision)
     _paddle_gpu_or_skip(ctx.settings.gpu_id)
     try:
         import paddle.tensorrt.export as pte
@@ -540,10 +565,11 @@ def _make_paddle_trt(ctx: _Ctx, device: str, precision: str):
             runtime = tensorrt.__version__
     mn, opt, mx = ctx.profile
     h, w = ctx.hw
-    key = engine_key(ctx.model_hash(), precision, ctx.profile, ctx.hw, runtime, _gpu_name(ctx.settings.gpu_id))
+    key = engine_key(source_hash, precision, ctx.profile, ctx.hw, runtime, _gpu_name(ctx.settings.gpu_id))
     folder = ctx.cache_dir / f"paddle_{key}"
     prefix = folder / "inference"
     files = {"model": "inference.json", "params": "inference.pdiparams"}
+    modes = {"fp32": pte.PrecisionMode.FP32, "fp16": pte.PrecisionMode.FP16, "int8": pte.PrecisionMode.INT8}
     started = time.perf_counter()
     cache = "hit"
     if not all((folder / f).is_file() for f in files.values()):
@@ -553,10 +579,10 @@ def _make_paddle_trt(ctx: _Ctx, device: str, precision: str):
             trt_input = pte.Input(min_input_shape=(mn, 3, h, w), optim_input_shape=(opt, 3, h, w),
                                   max_input_shape=(mx, 3, h, w), name=ctx.meta["input"]["name"])
             trt_config = pte.TensorRTConfig(inputs=[trt_input])
-            trt_config.precision_mode = pte.PrecisionMode.FP16 if precision == "fp16" else pte.PrecisionMode.FP32
+            trt_config.precision_mode = modes[precision]
             trt_config.save_model_dir = str(tmp / "inference")
             trt_config.workspace_size = WORKSPACE
-            pte.convert(str(model_file(ctx.model_dir, ctx.meta, "model").with_suffix("")), trt_config)
+            pte.convert(str(source.with_suffix("")), trt_config)
             if not all((tmp / f).is_file() for f in files.values()):
                 raise RuntimeError(f"paddle.tensorrt.convert wrote {sorted(p.name for p in tmp.iterdir())}, "
                                    f"expected {sorted(files.values())}")
@@ -570,7 +596,7 @@ def _make_paddle_trt(ctx: _Ctx, device: str, precision: str):
                           meta={"files": files, "input": ctx.meta["input"]})
     runner.build_s = time.perf_counter() - started
     options = {"trt_api": "paddle.tensorrt.convert (PIR-TRT)", "tensorrt": runtime, "engine_cache": cache,
-               "converted_model": str(prefix), "profile": list(ctx.profile)}
+               "converted_model": str(prefix), "source_model": str(source), "profile": list(ctx.profile), **extra}
     return runner, options
 
 
@@ -668,29 +694,6 @@ MAKERS: dict[str, Callable[[_Ctx, str, str], tuple[Any, dict[str, Any]]]] = {
 # ------------------------------------------------------------------ inputs
 
 
-def load_image_list(image_list: str | os.PathLike, data_dir: str | os.PathLike | None, meta: dict[str, Any],
-                    limit: int = MAX_IMAGES) -> tuple[np.ndarray, list[str]]:
-    """Preprocessed images (N, 3, H, W) from a PaddleClas list (``path [label]`` lines, paths
-    relative to ``data_dir``, default the list's folder) or from a folder of images."""
-    from clasflow.data.lists import read_list
-    from clasflow.predict import list_images
-
-    p = Path(image_list)
-    if p.is_dir():
-        paths = list_images(p)[:limit]
-    else:
-        if not p.is_file():
-            raise DataError(f"--image_list: file {str(p)!r} not found")
-        base = Path(data_dir) if data_dir else p.parent
-        if data_dir and not base.is_dir():
-            raise DataError(f"--data_dir: folder {str(base)!r} not found")
-        paths = [base / e.path for e in read_list(str(p), labeled=False)][:limit]
-    if not paths:
-        raise DataError(f"--image_list {p}: no images listed")
-    pre = build_preprocess(meta)
-    return np.stack([load_image(x, pre) for x in paths]), [str(x) for x in paths]
-
-
 def _batches(images: np.ndarray | None, bs: int, hw: tuple[int, int], rng: np.random.Generator, count: int = 4) -> list[np.ndarray]:
     if images is None:
         return [rng.standard_normal((bs, 3, hw[0], hw[1])).astype(np.float32) for _ in range(count)]
@@ -752,7 +755,7 @@ def run_benchmark(settings: BenchSettings, progress: Callable[[str], None] | Non
         raise ClasflowError("--warmup and --repeats must be at least 1")
     images, image_paths = (None, [])
     if settings.image_list:
-        images, image_paths = load_image_list(settings.image_list, settings.data_dir, meta)
+        images, image_paths = load_image_list(settings.image_list, settings.data_dir, meta, limit=MAX_IMAGES)
     cache_dir = Path(settings.engine_cache) if settings.engine_cache else default_engine_cache()
     ctx = _Ctx(settings, model_dir, meta, (h, w), (1, max(bss), max(bss)), threads, cache_dir,
                None if images is None else images[:CALIB_IMAGES])

@@ -204,12 +204,15 @@ def _export_trusted(args: argparse.Namespace) -> int:
 
     if args.config and args.model:
         raise ClasflowError("give either -c CONFIG or --model ARCH, not both")
+    if args.int8_data_dir and not args.int8_calib:
+        raise ClasflowError("--int8_data_dir needs --int8_calib (the list of calibration images)")
+    int8 = {"int8_calib": args.int8_calib, "int8_data_dir": args.int8_data_dir, "int8_images": args.int8_images}
     if args.config:
         overrides, pretrained = split_pretrained_override(args.override)
         result = export_from_config(args.config, overrides, args.output_path,
                                     pretrained_model=args.pretrained_model or pretrained,
                                     label_names_file=args.label_names, onnx=args.onnx, tolerance=args.tolerance,
-                                    opset=args.opset)
+                                    opset=args.opset, **int8)
     else:
         if not args.model:
             raise ClasflowError("give -c CONFIG -o pretrained_model=PATH, or --model ARCH --pretrained_model PATH")
@@ -225,7 +228,7 @@ def _export_trusted(args: argparse.Namespace) -> int:
             source = "flowers102" if args.label_names == "flowers102" else f"file:{args.label_names}"
         result = export_model(arch=args.model, output_path=args.output_path, pretrained_model=args.pretrained_model,
                               class_num=args.class_num, image_size=args.image_size, label_names=names,
-                              label_source=source, onnx=args.onnx, tolerance=args.tolerance, opset=args.opset)
+                              label_source=source, onnx=args.onnx, tolerance=args.tolerance, opset=args.opset, **int8)
     print(json.dumps({"output_path": result.output_path, "architecture": result.architecture,
                       "class_num": result.class_num, "files": result.files, "max_abs_diff": result.max_abs_diff})
           if args.json else result.summary())
@@ -295,6 +298,13 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tolerance", type=float, default=1e-4,
                    help="self-check: max abs logit diff allowed, times max(1, max |logit|) (default 1e-4)")
     p.add_argument("--opset", type=int, default=13, help="ONNX opset (default 13)")
+    p.add_argument("--int8_calib", "--int8-calib", dest="int8_calib", default=None, metavar="LIST_OR_DIR",
+                   help="also write int8/: the model quantized by calibration on these real images (a PaddleClas list "
+                        "or a folder), for `clasflow benchmark --backend paddle-trt --precision int8`")
+    p.add_argument("--int8_data_dir", "--int8-data-dir", dest="int8_data_dir", default=None,
+                   help="the folder the --int8_calib list's paths are relative to (default: the list's folder)")
+    p.add_argument("--int8_images", "--int8-images", dest="int8_images", type=int, default=32,
+                   help="calibration images, spread over the list (default 32; as many again check the result)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--trust", action="store_true", help=_TRUST_HELP)
     p.set_defaults(func=_export)

@@ -8,6 +8,10 @@ from the checkpoint's classifier and must match what was asked for), and writes 
 * ``model.onnx`` (with ``onnx=True``) -- paddle2onnx, fully offline (its default polygraphy
   optimizer installs packages while converting; here the raw export is optimized with
   onnxoptimizer instead);
+* ``int8/inference.pdmodel`` + ``.pdiparams`` (with ``int8_calib``) -- the model quantized by
+  post-training calibration on real images (`clasflow.quantize`), for TensorRT int8 through
+  Paddle (``benchmark --backend paddle-trt --precision int8``); checked against the quantized
+  dygraph model, with its top-1 agreement with fp32 on held-out images recorded;
 * ``inference.yml`` -- class count, label names, the eval preprocessing, the self-check and
   the versions used.
 
@@ -37,6 +41,7 @@ from typing import Any, Sequence
 import numpy as np
 import yaml
 
+from clasflow import quantize
 from clasflow.errors import ClasflowError, ConfigError
 from clasflow.fsutil import replace_dir
 
@@ -56,6 +61,9 @@ DEFAULT_OPSET = 13
 CHECK_BATCH = 2
 CHECK_SEED = 0
 DISTILL_STUDENT = "student"
+INT8_DIR = "int8"
+INT8_CALIB_IMAGES = 32  # calibration images (as many again, interleaved, check the result)
+INT8_WARN_AGREEMENT = 0.9
 FLOWERS102_NAMES_FILE = Path(__file__).resolve().parent / "data" / "flowers102_names.txt"
 # onnxoptimizer passes that only remove or fold things; the result is checked afterwards.
 ONNX_PASSES = (
@@ -414,11 +422,16 @@ def export_model(
     opset: int = DEFAULT_OPSET,
     class_num_origin: str = "--class_num",
     extra_meta: dict[str, Any] | None = None,
+    int8_calib: str | os.PathLike | None = None,
+    int8_data_dir: str | os.PathLike | None = None,
+    int8_images: int = INT8_CALIB_IMAGES,
 ) -> ExportResult:
     """Export ``arch`` with the weights at ``pretrained_model`` (see the module docstring).
 
     ``pretrained_model=None`` exports randomly initialised weights (benchmarks only; recorded
     as such in inference.yml). ``class_num=None`` takes the checkpoint's class count.
+    ``int8_calib`` (a PaddleClas list or a folder of real images) also writes ``int8/``: the
+    model quantized by post-training calibration on ``int8_images`` of them (`clasflow.quantize`).
     """
     import paddle
 
@@ -440,6 +453,7 @@ def export_model(
         if list(pre["crop_size"]) != [w, h]:
             raise ClasflowError(f"the preprocessing crops to {pre['crop_size'][0]}x{pre['crop_size'][1]} (w x h) "
                                 f"but the model input is {w}x{h}")
+        int8_sets = _int8_image_sets(int8_calib, int8_data_dir, int8_images, pre) if int8_calib else None
         batch = np.random.default_rng(CHECK_SEED).standard_normal((CHECK_BATCH, 3, h, w)).astype("float32")
         with paddle.no_grad():
             reference = net(paddle.to_tensor(batch)).numpy()
@@ -465,6 +479,10 @@ def export_model(
                 onnx_info = convert_onnx(tmp, tmp / ONNX_FILE, opset)
                 diffs["onnxruntime"] = float(np.abs(onnxruntime_outputs(tmp / ONNX_FILE, batch) - reference).max())
                 files.append(ONNX_FILE)
+            int8_meta = None
+            if int8_sets is not None:
+                int8_meta = _export_int8(net, *int8_sets, tmp, h, w, tolerance)
+                files += [f"{INT8_DIR}/{f}" for f in (quantize.MODEL_FILE, quantize.PARAMS_FILE)]
             bad = {k: v for k, v in diffs.items() if not v <= allowed}
             if bad:
                 raise ClasflowError(
@@ -474,6 +492,8 @@ def export_model(
             meta = _meta(arch=arch, name=name, class_num=class_num, h=h, w=w, label_names=list(label_names),
                          label_source=label_source, pre=pre, source=source, diffs=diffs, allowed=allowed,
                          tolerance=tolerance, reference=reference, onnx_info=onnx_info, extra=extra_meta)
+            if int8_meta:
+                meta["int8"] = int8_meta
             (tmp / META_FILE).write_text(yaml.safe_dump(meta, sort_keys=False, allow_unicode=True), encoding="utf-8")
             files.append(META_FILE)
             replace_dir(tmp, output_path)
@@ -483,6 +503,71 @@ def export_model(
     result = ExportResult(str(output_path), name, class_num, (h, w), diffs, files, meta)
     log.info("%s", result.summary())
     return result
+
+
+def _int8_image_sets(image_list, data_dir, count: int, pre: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, str, bool]:
+    """(calibration images, check images, source, check held out): ``2 * count`` images spread
+    over the list, alternately calibrating and checking."""
+    from clasflow.predict import load_image_list
+
+    if count < 1:
+        raise ClasflowError(f"--int8_images must be at least 1, got {count}")
+    images, _ = load_image_list(image_list, data_dir, {"PreProcess": pre}, limit=2 * count, option="--int8_calib")
+    source = str(Path(image_list).resolve())
+    if len(images) < 2:
+        return images, images, source, False
+    return images[0::2], images[1::2], source, True
+
+
+def _export_int8(net, calib: np.ndarray, check: np.ndarray, source: str, held_out: bool, tmp: Path, h: int, w: int,
+                 tolerance: float) -> dict[str, Any]:
+    """Calibrate, write ``tmp/int8/`` and check it: Paddle Inference (CPU; the quantize ops run as
+    simulated int8 there) against the quantized dygraph model, and its top-1 against fp32.
+    oneDNN stays off for this check: its fused quantize kernels round differently (measured up to
+    0.14 logit on a 3.4 logit scale), plain CPU kernels reproduce the dygraph model exactly."""
+    import paddle
+
+    from clasflow.predict import PaddleRunner
+
+    quantized = quantize.calibrate(net, calib)
+    folder = tmp / INT8_DIR
+    folder.mkdir()
+    quantize.save_quantized(quantized, folder, INPUT_NAME, h, w)
+    ops = quantize.quantized_op_counts(folder / quantize.MODEL_FILE)
+    if not ops["quantize_linear"]:
+        raise ClasflowError(f"the int8 export of {type(net).__name__} holds no quantize_linear ops: nothing was quantized")
+    with paddle.no_grad():
+        fp32 = net(paddle.to_tensor(check)).numpy()
+        simulated = quantized(paddle.to_tensor(check)).numpy()
+    runner = PaddleRunner(folder, device="cpu", onednn=False,
+                          meta={"files": {"model": quantize.MODEL_FILE, "params": quantize.PARAMS_FILE}})
+    try:
+        exported = np.concatenate([runner.run(check[s:s + CHECK_BATCH]) for s in range(0, len(check), CHECK_BATCH)])
+    finally:
+        runner.close()
+    diff = float(np.abs(exported - simulated).max())
+    allowed = float(tolerance * max(1.0, float(np.abs(simulated).max())))
+    if not diff <= allowed:
+        raise ClasflowError(f"self-check failed: the exported int8 model differs from the quantized dygraph model by "
+                            f"{diff:.3g} (max abs logit diff; allowed {allowed:.3g})")
+    agreement = quantize.top1_agreement(exported, fp32)
+    if agreement < INT8_WARN_AGREEMENT:
+        log.warning("int8 calibration: top-1 agrees with fp32 on only %.0f%% of %d images; calibrate on more or "
+                    "more varied images (--int8_calib, --int8_images)", 100 * agreement, len(check))
+    return {
+        "files": {"model": f"{INT8_DIR}/{quantize.MODEL_FILE}", "params": f"{INT8_DIR}/{quantize.PARAMS_FILE}"},
+        "format": "Paddle quantized program (quantize_linear/dequantize_linear), pre-PIR .pdmodel",
+        "runs_on": "paddle-trt --precision int8 (paddle.tensorrt.convert with PrecisionMode.INT8)",
+        "quantized_ops": ops,
+        "calibration": quantize.describe(calib, source),
+        "self_check": {
+            "images": int(len(check)),
+            "held_out": held_out,
+            "max_abs_diff_vs_quantized_dygraph": diff,
+            "allowed_abs_diff": allowed,
+            "top1_agreement_vs_fp32": agreement,
+        },
+    }
 
 
 def _meta(*, arch, name, class_num, h, w, label_names, label_source, pre, source, diffs, allowed, tolerance,
@@ -523,7 +608,9 @@ def _meta(*, arch, name, class_num, h, w, label_names, label_source, pre, source
 
 def export_from_config(config: str | os.PathLike, overrides: Sequence[str], output_path: str | os.PathLike, *,
                        pretrained_model: str | None = None, label_names_file: str | None = None,
-                       onnx: bool = False, tolerance: float = DEFAULT_TOLERANCE, opset: int = DEFAULT_OPSET) -> ExportResult:
+                       onnx: bool = False, tolerance: float = DEFAULT_TOLERANCE, opset: int = DEFAULT_OPSET,
+                       int8_calib: str | None = None, int8_data_dir: str | None = None,
+                       int8_images: int = INT8_CALIB_IMAGES) -> ExportResult:
     """``clasflow export -c CFG -o pretrained_model=PATH``: architecture, classes, image size and
     preprocessing from the config (VALID transforms)."""
     from clasflow.config import load_config
@@ -550,7 +637,8 @@ def export_from_config(config: str | os.PathLike, overrides: Sequence[str], outp
                         class_num=cfg.classes_num, image_size=(h, w), arch_params=params, preprocess=pre,
                         label_names=names, label_source=source, onnx=onnx, tolerance=tolerance, opset=opset,
                         class_num_origin=f"the config's classes_num={cfg.classes_num} ({config})",
-                        extra_meta={"config": str(Path(config).resolve()), "config_hash": cfg.hash()})
+                        extra_meta={"config": str(Path(config).resolve()), "config_hash": cfg.hash()},
+                        int8_calib=int8_calib, int8_data_dir=int8_data_dir, int8_images=int8_images)
 
 
 def split_pretrained_override(overrides: Sequence[str]) -> tuple[list[str], str | None]:

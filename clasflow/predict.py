@@ -118,6 +118,31 @@ def list_images(path: str | os.PathLike) -> list[Path]:
     raise DataError(f"image or folder {str(p)!r} not found")
 
 
+def load_image_list(image_list: str | os.PathLike, data_dir: str | os.PathLike | None, meta: dict[str, Any],
+                    limit: int, *, option: str = "--image_list") -> tuple[np.ndarray, list[str]]:
+    """Up to ``limit`` preprocessed images (N, 3, H, W), spread evenly over a PaddleClas list
+    (``path [label]`` lines, paths relative to ``data_dir``, default the list's folder) or over
+    the images of a folder: a list sorted by class gives every class its share."""
+    from clasflow.data.lists import read_list
+
+    p = Path(image_list)
+    if p.is_dir():
+        paths = list_images(p)
+    else:
+        if not p.is_file():
+            raise DataError(f"{option}: file {str(p)!r} not found")
+        base = Path(data_dir) if data_dir else p.parent
+        if data_dir and not base.is_dir():
+            raise DataError(f"{option}: folder {str(base)!r} (the root of the list's paths) not found")
+        paths = [base / e.path for e in read_list(str(p), labeled=False)]
+    if not paths:
+        raise DataError(f"{option} {p}: no images listed")
+    if len(paths) > limit:
+        paths = [paths[i * len(paths) // limit] for i in range(limit)]
+    pre = build_preprocess(meta)
+    return np.stack([load_image(x, pre) for x in paths]), [str(x) for x in paths]
+
+
 # ------------------------------------------------------------------ runtimes
 
 

@@ -103,7 +103,7 @@ def build_pipeline(cluster: bool, settings: ClusterSettings = DEFAULT_CLUSTER):
         run_mobilenetv3: bool = True,
         run_random_erasing_and_distill: bool = True,
         benchmark_backends: str = "paddle,paddle-trt,onnxruntime,onnxruntime-trt,tensorrt",
-        benchmark_precisions: str = "fp32,fp16",
+        benchmark_precisions: str = "fp32,fp16,int8",
         benchmark_batch_sizes: str = "1,4",
         tolerance: float = 0.01,
     ):

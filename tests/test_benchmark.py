@@ -108,6 +108,8 @@ def test_gpu_and_tensorrt_skip_with_reasons_but_command_succeeds(model_dir, tmp_
     if not _tensorrt_here():
         assert "tensorrt" in reason[("tensorrt", "gpu", "fp16")]
     assert "calibrat" in reason[("tensorrt", "gpu", "int8")]
+    assert "--int8_calib" in reason[("paddle-trt", "gpu", "int8")]  # this export has no int8/ model
+    assert "paddle-trt" in reason[("paddle", "cpu", "int8")] and "paddle-trt" in reason[("paddle", "gpu", "int8")]
     assert "skipped" in stdout
 
 

@@ -275,3 +275,91 @@ def test_label_names_file(tmp_path):
     assert read_label_names("flowers102", 102)[1] == "hard-leaved pocket orchid"
     with pytest.raises(ClasflowError, match="2 names for 3 classes"):
         read_label_names(tmp_path / "plain.txt", 3)
+
+
+def _first_activation_scale(int8_prefix: Path) -> float:
+    """The range the quantized program holds for its input image (the first conv's input)."""
+    import paddle
+
+    from clasflow.quantize import program_ops
+
+    ops = program_ops(int8_prefix.with_suffix(".pdmodel"))
+    (feed,) = [op["outputs"]["Out"][0] for op in ops if op["type"] == "feed"]
+    (first,) = [op for op in ops if op["type"] == "quantize_linear" and op["inputs"]["X"] == [feed]]
+    paddle.enable_static()
+    try:
+        with paddle.pir_utils.OldIrGuard():
+            scope = paddle.static.Scope()
+            with paddle.static.scope_guard(scope):
+                paddle.static.load_inference_model(str(int8_prefix), paddle.static.Executor(paddle.CPUPlace()))
+                return float(np.array(scope.find_var(first["inputs"]["Scale"][0]).get_tensor()).reshape(-1)[0])
+    finally:
+        paddle.disable_static()
+
+
+def test_int8_export_is_calibrated_on_the_real_images(tmp_path, ckpts, capsys):
+    from clasflow.predict import PaddleRunner, load_image_list, load_meta
+    from clasflow.quantize import quantized_op_counts
+
+    data = tmp_path / "data"
+    (data / "png").mkdir(parents=True)
+    rng = np.random.default_rng(7)
+    for i in range(12):  # image i spans pixel values 0..(140 + 10 i): every image has its own max
+        cv2.imwrite(str(data / "png" / f"{i:02d}.png"), rng.integers(0, 141 + 10 * i, (40, 48, 3), dtype=np.uint8))
+    (data / "train_list.txt").write_text("".join(f"png/{i:02d}.png {i % 3}\n" for i in range(12)))
+    out = tmp_path / "mv3"
+    result = cli_json(capsys, ["export", "--model", "MobileNetV3_large_x1_0", "--pretrained_model",
+                               str(ckpts["MobileNetV3_large_x1_0"]), "--image_size", str(SIZE), "--output_path", str(out),
+                               "--int8_calib", str(data / "train_list.txt"), "--int8_images", "6", "--json"])
+    assert result["files"][-3:] == ["int8/inference.pdmodel", "int8/inference.pdiparams", "inference.yml"]
+    meta = load_meta(out)
+    int8 = meta["int8"]
+    assert int8["files"] == {"model": "int8/inference.pdmodel", "params": "int8/inference.pdiparams"}
+    assert int8["quantized_ops"] == quantized_op_counts(out / "int8" / "inference.pdmodel")
+    assert int8["quantized_ops"]["quantize_linear"] > 50  # every conv/linear input of MobileNetV3
+    assert int8["calibration"]["images"] == 6 and int8["calibration"]["source"] == str(data / "train_list.txt")
+    check = int8["self_check"]
+    assert check["images"] == 6 and check["held_out"] is True
+    assert check["max_abs_diff_vs_quantized_dygraph"] <= check["allowed_abs_diff"]
+
+    # the ranges come from the calibration images: the input's range is their max |pixel|
+    images, _ = load_image_list(data / "train_list.txt", None, meta, limit=12)
+    calib, held_out = images[0::2], images[1::2]
+    assert _first_activation_scale(out / "int8" / "inference") == pytest.approx(float(np.abs(calib).max()), rel=1e-6)
+    assert float(np.abs(held_out).max()) != pytest.approx(float(np.abs(calib).max()), rel=1e-6)
+
+    # the recorded top-1 agreement is what the two exported models give on the held-out images
+    fp32 = PaddleRunner(out).run(held_out)
+    q = PaddleRunner(out / "int8", onednn=False,
+                     meta={"files": {"model": "inference.pdmodel", "params": "inference.pdiparams"}}).run(held_out)
+    agreement = float((fp32.argmax(1) == q.argmax(1)).mean())
+    assert check["top1_agreement_vs_fp32"] == agreement
+    assert agreement >= 0.5  # chance is 1/102; a broken quantization agrees on ~nothing
+    assert 0 < np.abs(q - fp32).max() < np.abs(fp32).max()  # quantized: close to fp32, not equal
+
+    # the benchmark finds it: paddle-trt int8 now gets as far as needing a GPU build of Paddle
+    bench = tmp_path / "bench.json"
+    capsys.readouterr()
+    main(["benchmark", "--model_dir", str(out), "--backend", "paddle-trt", "--device", "gpu", "--precision", "int8",
+          "--json", str(bench)])
+    (entry,) = json.loads(bench.read_text())["results"]
+    import paddle
+
+    if not paddle.is_compiled_with_cuda():
+        assert entry["status"] == "skipped" and "CPU build" in entry["reason"]
+
+
+def test_int8_export_bad_input_names_the_option(tmp_path, ckpts, capsys):
+    base = ["export", "--model", "MobileNetV3_large_x1_0", "--pretrained_model", str(ckpts["MobileNetV3_large_x1_0"]),
+            "--image_size", str(SIZE), "--output_path", str(tmp_path / "out")]
+    err = cli_error(capsys, base + ["--int8_calib", str(tmp_path / "missing.txt")])
+    assert "--int8_calib" in err and "missing.txt" in err
+    err = cli_error(capsys, base + ["--int8_data_dir", str(tmp_path)])
+    assert "--int8_data_dir needs --int8_calib" in err
+    (tmp_path / "empty.txt").write_text("")
+    err = cli_error(capsys, base + ["--int8_calib", str(tmp_path / "empty.txt")])
+    assert "empty.txt" in err
+    write_images(tmp_path / "imgs", n=2)
+    err = cli_error(capsys, base + ["--int8_calib", str(tmp_path / "imgs"), "--int8_images", "0"])
+    assert "--int8_images" in err
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))

@@ -135,6 +135,9 @@ def test_local_end_to_end_run_of_a_tiny_profile(tmp_path, monkeypatch):
     assert len(exported) == 1
     meta = yaml.safe_load(exported[0].read_text())
     assert meta["architecture"] == "MobileNetV3_large_x1_0" and meta["class_num"] == 4 and meta["self_check"]["passed"]
+    int8 = meta["int8"]  # calibrated on the training images, for paddle-trt int8 on a GPU
+    assert int8["calibration"]["source"].endswith("train_list.txt") and int8["calibration"]["images"] >= 8
+    assert (exported[0].parent / int8["files"]["model"]).is_file() and int8["quantized_ops"]["quantize_linear"] > 0
     bench = [p for p in artifacts.rglob("result") if p.is_file()]
     report = json.loads(bench[0].read_text())
     assert any(r.get("status") == "ok" or "latency_ms" in json.dumps(r) for r in report["results"])
