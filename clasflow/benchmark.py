@@ -528,16 +528,22 @@ def _paddle_trt_source(ctx: _Ctx, precision: str) -> tuple[Path, str, dict[str, 
     if precision != "int8":
         return model_file(ctx.model_dir, ctx.meta, "model"), ctx.model_hash(), {}
     int8 = ctx.meta.get("int8")
+    meta_file = ctx.model_dir / "inference.yml"
     if not int8:
         raise Skip(f"{ctx.model_dir} has no int8 model: export with --int8_calib LIST (real images to calibrate on); "
                    "or use --backend tensorrt, which calibrates on --image_list")
-    files = [ctx.model_dir / int8["files"][k] for k in ("model", "params")]
+    if "error" in int8:
+        raise ClasflowError(f"{meta_file}: the export could not build the int8 model: {int8['error']}")
+    names = (int8.get("files") or {})
+    if not all(names.get(k) for k in ("model", "params")):
+        raise ClasflowError(f"{meta_file}: int8.files must name the model and params files; re-export with --int8_calib")
+    files = [ctx.model_dir / names[k] for k in ("model", "params")]
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
-        raise Skip(f"the int8 model named in inference.yml is missing: {', '.join(missing)}")
+        raise ClasflowError(f"{meta_file} names int8 files that are missing: {', '.join(missing)}; re-export with --int8_calib")
     calib = int8.get("calibration") or {}
     report = {"calibration_images": calib.get("images"), "calibration_source": calib.get("source"),
-              "calibration": calib.get("observer"),
+              "calibrator": calib.get("observer"),
               "export_top1_agreement_vs_fp32": (int8.get("self_check") or {}).get("top1_agreement_vs_fp32")}
     return files[0], file_sha256(*files), report
 
@@ -757,8 +763,10 @@ def run_benchmark(settings: BenchSettings, progress: Callable[[str], None] | Non
     if settings.image_list:
         images, image_paths = load_image_list(settings.image_list, settings.data_dir, meta, limit=MAX_IMAGES)
     cache_dir = Path(settings.engine_cache) if settings.engine_cache else default_engine_cache()
-    ctx = _Ctx(settings, model_dir, meta, (h, w), (1, max(bss), max(bss)), threads, cache_dir,
-               None if images is None else images[:CALIB_IMAGES])
+    calib = None
+    if images is not None:  # spread over the images, which are spread over the list
+        calib = images[np.linspace(0, len(images) - 1, min(CALIB_IMAGES, len(images))).astype(int)]
+    ctx = _Ctx(settings, model_dir, meta, (h, w), (1, max(bss), max(bss)), threads, cache_dir, calib)
     env = environment(threads)
     report: dict[str, Any] = {
         "schema": SCHEMA,

@@ -204,9 +204,12 @@ def _export_trusted(args: argparse.Namespace) -> int:
 
     if args.config and args.model:
         raise ClasflowError("give either -c CONFIG or --model ARCH, not both")
-    if args.int8_data_dir and not args.int8_calib:
-        raise ClasflowError("--int8_data_dir needs --int8_calib (the list of calibration images)")
-    int8 = {"int8_calib": args.int8_calib, "int8_data_dir": args.int8_data_dir, "int8_images": args.int8_images}
+    for given, option in ((args.int8_data_dir, "--int8_data_dir"), (args.int8_images is not None, "--int8_images")):
+        if given and not args.int8_calib:
+            raise ClasflowError(f"{option} needs --int8_calib (the list of calibration images)")
+    int8 = {"int8_calib": args.int8_calib, "int8_data_dir": args.int8_data_dir}
+    if args.int8_images is not None:
+        int8["int8_images"] = args.int8_images
     if args.config:
         overrides, pretrained = split_pretrained_override(args.override)
         result = export_from_config(args.config, overrides, args.output_path,
@@ -229,8 +232,10 @@ def _export_trusted(args: argparse.Namespace) -> int:
         result = export_model(arch=args.model, output_path=args.output_path, pretrained_model=args.pretrained_model,
                               class_num=args.class_num, image_size=args.image_size, label_names=names,
                               label_source=source, onnx=args.onnx, tolerance=args.tolerance, opset=args.opset, **int8)
+    int8 = result.meta.get("int8") or {}
     print(json.dumps({"output_path": result.output_path, "architecture": result.architecture,
-                      "class_num": result.class_num, "files": result.files, "max_abs_diff": result.max_abs_diff})
+                      "class_num": result.class_num, "files": result.files, "max_abs_diff": result.max_abs_diff,
+                      **({"int8": int8.get("self_check") or int8} if int8 else {})})
           if args.json else result.summary())
     return 0
 
@@ -303,8 +308,9 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
                         "or a folder), for `clasflow benchmark --backend paddle-trt --precision int8`")
     p.add_argument("--int8_data_dir", "--int8-data-dir", dest="int8_data_dir", default=None,
                    help="the folder the --int8_calib list's paths are relative to (default: the list's folder)")
-    p.add_argument("--int8_images", "--int8-images", dest="int8_images", type=int, default=32,
-                   help="calibration images, spread over the list (default 32; as many again check the result)")
+    p.add_argument("--int8_images", "--int8-images", dest="int8_images", type=int, default=None,
+                   help="calibration images, spread over the list (default 32); up to as many again, taken "
+                        "between them, check the result")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--trust", action="store_true", help=_TRUST_HELP)
     p.set_defaults(func=_export)

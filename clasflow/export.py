@@ -88,8 +88,15 @@ class ExportResult:
 
     def summary(self) -> str:
         diffs = ", ".join(f"{k} {v:.3g}" for k, v in self.max_abs_diff.items())
-        return (f"exported {self.architecture} ({self.class_num} classes, {self.image_size[0]}x{self.image_size[1]}) "
+        text = (f"exported {self.architecture} ({self.class_num} classes, {self.image_size[0]}x{self.image_size[1]}) "
                 f"to {self.output_path}: {', '.join(self.files)}; self-check max abs diff: {diffs}")
+        int8 = self.meta.get("int8") or {}
+        if "self_check" in int8:
+            check = int8["self_check"]
+            text += f"; int8 top-1 agreement with fp32 {check['top1_agreement_vs_fp32']:.3f} on {check['images']} images"
+        elif "error" in int8:
+            text += f"; no int8 model: {int8['error']}"
+        return text
 
 
 # ------------------------------------------------------------------ labels
@@ -425,13 +432,16 @@ def export_model(
     int8_calib: str | os.PathLike | None = None,
     int8_data_dir: str | os.PathLike | None = None,
     int8_images: int = INT8_CALIB_IMAGES,
+    int8_required: bool = True,
 ) -> ExportResult:
     """Export ``arch`` with the weights at ``pretrained_model`` (see the module docstring).
 
     ``pretrained_model=None`` exports randomly initialised weights (benchmarks only; recorded
     as such in inference.yml). ``class_num=None`` takes the checkpoint's class count.
     ``int8_calib`` (a PaddleClas list or a folder of real images) also writes ``int8/``: the
-    model quantized by post-training calibration on ``int8_images`` of them (`clasflow.quantize`).
+    model quantized by post-training calibration on ``int8_images`` of them (`clasflow.quantize`);
+    with ``int8_required=False`` an int8 failure is recorded in inference.yml (``int8.error``)
+    and the fp32 export still lands.
     """
     import paddle
 
@@ -479,16 +489,23 @@ def export_model(
                 onnx_info = convert_onnx(tmp, tmp / ONNX_FILE, opset)
                 diffs["onnxruntime"] = float(np.abs(onnxruntime_outputs(tmp / ONNX_FILE, batch) - reference).max())
                 files.append(ONNX_FILE)
-            int8_meta = None
-            if int8_sets is not None:
-                int8_meta = _export_int8(net, *int8_sets, tmp, h, w, tolerance)
-                files += [f"{INT8_DIR}/{f}" for f in (quantize.MODEL_FILE, quantize.PARAMS_FILE)]
             bad = {k: v for k, v in diffs.items() if not v <= allowed}
             if bad:
                 raise ClasflowError(
                     f"self-check failed: exported {name} differs from the dygraph model by "
                     + ", ".join(f"{k} {v:.3g}" for k, v in bad.items())
                     + f" (max abs logit diff; allowed {allowed:.3g} = {tolerance:g} * max(1, max |logit| {np.abs(reference).max():.3g}))")
+            int8_meta = None
+            if int8_sets is not None:
+                try:
+                    int8_meta = _export_int8(net, *int8_sets, tmp, h, w, tolerance)
+                    files += list(int8_meta["files"].values())
+                except Exception as exc:
+                    if int8_required:
+                        raise
+                    shutil.rmtree(tmp / INT8_DIR, ignore_errors=True)
+                    int8_meta = {"error": f"{type(exc).__name__}: {exc}"}
+                    log.warning("no int8 model (the fp32 export goes on): %s", int8_meta["error"])
             meta = _meta(arch=arch, name=name, class_num=class_num, h=h, w=w, label_names=list(label_names),
                          label_source=label_source, pre=pre, source=source, diffs=diffs, allowed=allowed,
                          tolerance=tolerance, reference=reference, onnx_info=onnx_info, extra=extra_meta)
@@ -512,7 +529,8 @@ def _int8_image_sets(image_list, data_dir, count: int, pre: dict[str, Any]) -> t
 
     if count < 1:
         raise ClasflowError(f"--int8_images must be at least 1, got {count}")
-    images, _ = load_image_list(image_list, data_dir, {"PreProcess": pre}, limit=2 * count, option="--int8_calib")
+    images, _ = load_image_list(image_list, data_dir, {"PreProcess": pre}, limit=2 * count, option="--int8_calib",
+                                data_option="--int8_data_dir")
     source = str(Path(image_list).resolve())
     if len(images) < 2:
         return images, images, source, False
@@ -610,7 +628,7 @@ def export_from_config(config: str | os.PathLike, overrides: Sequence[str], outp
                        pretrained_model: str | None = None, label_names_file: str | None = None,
                        onnx: bool = False, tolerance: float = DEFAULT_TOLERANCE, opset: int = DEFAULT_OPSET,
                        int8_calib: str | None = None, int8_data_dir: str | None = None,
-                       int8_images: int = INT8_CALIB_IMAGES) -> ExportResult:
+                       int8_images: int = INT8_CALIB_IMAGES, int8_required: bool = True) -> ExportResult:
     """``clasflow export -c CFG -o pretrained_model=PATH``: architecture, classes, image size and
     preprocessing from the config (VALID transforms)."""
     from clasflow.config import load_config
@@ -638,7 +656,8 @@ def export_from_config(config: str | os.PathLike, overrides: Sequence[str], outp
                         label_names=names, label_source=source, onnx=onnx, tolerance=tolerance, opset=opset,
                         class_num_origin=f"the config's classes_num={cfg.classes_num} ({config})",
                         extra_meta={"config": str(Path(config).resolve()), "config_hash": cfg.hash()},
-                        int8_calib=int8_calib, int8_data_dir=int8_data_dir, int8_images=int8_images)
+                        int8_calib=int8_calib, int8_data_dir=int8_data_dir, int8_images=int8_images,
+                        int8_required=int8_required)
 
 
 def split_pretrained_override(overrides: Sequence[str]) -> tuple[list[str], str | None]:

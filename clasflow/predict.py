@@ -119,7 +119,7 @@ def list_images(path: str | os.PathLike) -> list[Path]:
 
 
 def load_image_list(image_list: str | os.PathLike, data_dir: str | os.PathLike | None, meta: dict[str, Any],
-                    limit: int, *, option: str = "--image_list") -> tuple[np.ndarray, list[str]]:
+                    limit: int, *, option: str = "--image_list", data_option: str = "--data_dir") -> tuple[np.ndarray, list[str]]:
     """Up to ``limit`` preprocessed images (N, 3, H, W), spread evenly over a PaddleClas list
     (``path [label]`` lines, paths relative to ``data_dir``, default the list's folder) or over
     the images of a folder: a list sorted by class gives every class its share."""
@@ -133,7 +133,7 @@ def load_image_list(image_list: str | os.PathLike, data_dir: str | os.PathLike |
             raise DataError(f"{option}: file {str(p)!r} not found")
         base = Path(data_dir) if data_dir else p.parent
         if data_dir and not base.is_dir():
-            raise DataError(f"{option}: folder {str(base)!r} (the root of the list's paths) not found")
+            raise DataError(f"{data_option}: folder {str(base)!r} (the root of the {option} paths) not found")
         paths = [base / e.path for e in read_list(str(p), labeled=False)]
     if not paths:
         raise DataError(f"{option} {p}: no images listed")

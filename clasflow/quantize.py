@@ -19,7 +19,6 @@ batch dynamic, and ``paddle.tensorrt.convert`` reads both formats.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -46,7 +45,7 @@ def calibrate(net, images: np.ndarray, batch_size: int = CALIB_BATCH):
     if images.ndim != 4 or len(images) == 0:
         raise ValueError(f"calibration needs a non-empty (N, 3, H, W) batch, got shape {list(images.shape)}")
     ptq = PTQ(QuantConfig(activation=AbsmaxObserver(quant_bits=8), weight=AbsmaxObserver(quant_bits=8)))
-    observed = ptq.quantize(copy.deepcopy(net), inplace=True)
+    observed = ptq.quantize(net)  # a copy; ``net`` stays as it is
     observed.eval()
     with paddle.no_grad():
         for start in range(0, len(images), batch_size):

@@ -314,6 +314,7 @@ def test_int8_export_is_calibrated_on_the_real_images(tmp_path, ckpts, capsys):
     assert result["files"][-3:] == ["int8/inference.pdmodel", "int8/inference.pdiparams", "inference.yml"]
     meta = load_meta(out)
     int8 = meta["int8"]
+    assert result["int8"] == int8["self_check"]
     assert int8["files"] == {"model": "int8/inference.pdmodel", "params": "int8/inference.pdiparams"}
     assert int8["quantized_ops"] == quantized_op_counts(out / "int8" / "inference.pdmodel")
     assert int8["quantized_ops"]["quantize_linear"] > 50  # every conv/linear input of MobileNetV3
@@ -337,16 +338,51 @@ def test_int8_export_is_calibrated_on_the_real_images(tmp_path, ckpts, capsys):
     assert agreement >= 0.5  # chance is 1/102; a broken quantization agrees on ~nothing
     assert 0 < np.abs(q - fp32).max() < np.abs(fp32).max()  # quantized: close to fp32, not equal
 
-    # the benchmark finds it: paddle-trt int8 now gets as far as needing a GPU build of Paddle
-    bench = tmp_path / "bench.json"
-    capsys.readouterr()
-    main(["benchmark", "--model_dir", str(out), "--backend", "paddle-trt", "--device", "gpu", "--precision", "int8",
-          "--json", str(bench)])
-    (entry,) = json.loads(bench.read_text())["results"]
+    # the benchmark finds it: paddle-trt int8 converts int8/ (here it gets as far as needing a GPU build)
     import paddle
 
-    if not paddle.is_compiled_with_cuda():
+    entry = _bench_paddle_trt_int8(out, tmp_path, capsys)
+    if paddle.is_compiled_with_cuda():
+        assert entry["status"] != "failed", entry
+        if entry["status"] == "ok":
+            assert entry["options"]["source_model"].endswith("int8/inference.pdmodel")
+    else:
         assert entry["status"] == "skipped" and "CPU build" in entry["reason"]
+    # an int8 model that inference.yml names but that is gone is a failure, not a skip
+    (out / "int8" / "inference.pdiparams").unlink()
+    entry = _bench_paddle_trt_int8(out, tmp_path, capsys)
+    assert entry["status"] == "failed" and "int8/inference.pdiparams" in entry["reason"]
+
+
+def _bench_paddle_trt_int8(model_dir: Path, tmp_path: Path, capsys) -> dict:
+    bench = tmp_path / "bench.json"
+    capsys.readouterr()
+    main(["benchmark", "--model_dir", str(model_dir), "--backend", "paddle-trt", "--device", "gpu", "--precision", "int8",
+          "--json", str(bench)])
+    (entry,) = json.loads(bench.read_text())["results"]
+    return entry
+
+
+def test_pipeline_export_keeps_fp32_when_int8_fails(tmp_path, ckpts, images, monkeypatch, capsys):
+    import clasflow.quantize as quantize
+    from clasflow.export import export_model
+    from clasflow.predict import load_meta
+
+    def broken(net, images):
+        raise RuntimeError("observer exploded")
+
+    monkeypatch.setattr(quantize, "calibrate", broken)
+    kwargs = dict(arch="MobileNetV3_large_x1_0", pretrained_model=ckpts["MobileNetV3_large_x1_0"], image_size=SIZE,
+                  int8_calib=images)
+    with pytest.raises(RuntimeError, match="observer exploded"):  # asked for on the command line: an error
+        export_model(output_path=tmp_path / "strict", **kwargs)
+    assert not (tmp_path / "strict").exists()
+    result = export_model(output_path=tmp_path / "out", int8_required=False, **kwargs)  # the pipeline's export step
+    meta = load_meta(tmp_path / "out")
+    assert meta["int8"] == {"error": "RuntimeError: observer exploded"} and not (tmp_path / "out" / "int8").exists()
+    assert meta["self_check"]["passed"] and "no int8 model: RuntimeError" in result.summary()
+    entry = _bench_paddle_trt_int8(tmp_path / "out", tmp_path, capsys)
+    assert entry["status"] == "failed" and "could not build the int8 model" in entry["reason"]
 
 
 def test_int8_export_bad_input_names_the_option(tmp_path, ckpts, capsys):
@@ -356,6 +392,11 @@ def test_int8_export_bad_input_names_the_option(tmp_path, ckpts, capsys):
     assert "--int8_calib" in err and "missing.txt" in err
     err = cli_error(capsys, base + ["--int8_data_dir", str(tmp_path)])
     assert "--int8_data_dir needs --int8_calib" in err
+    err = cli_error(capsys, base + ["--int8_images", "8"])
+    assert "--int8_images needs --int8_calib" in err
+    (tmp_path / "list.txt").write_text("a.jpg 0\n")
+    err = cli_error(capsys, base + ["--int8_calib", str(tmp_path / "list.txt"), "--int8_data_dir", str(tmp_path / "gone")])
+    assert "--int8_data_dir" in err and "gone" in err
     (tmp_path / "empty.txt").write_text("")
     err = cli_error(capsys, base + ["--int8_calib", str(tmp_path / "empty.txt")])
     assert "empty.txt" in err
