@@ -55,6 +55,7 @@ import numpy as np
 
 from clasflow.errors import ClasflowError
 from clasflow.predict import OrtRunner, PaddleRunner, default_threads, load_image_list, load_meta, model_file
+from clasflow.quantize import images_sha256
 
 log = logging.getLogger(__name__)
 
@@ -319,7 +320,7 @@ class TensorRTRunner:
         if precision == "int8":
             if calib is None or len(calib) == 0:
                 raise Skip("int8 calibration needs real images: pass --image_list")
-            tag = f"int8-calib{hashlib.sha256(np.ascontiguousarray(calib).tobytes()).hexdigest()[:8]}"
+            tag = f"int8-calib{images_sha256(calib)[:8]}"
         key = engine_key(file_sha256(onnx_file), tag, profile, hw, trt.__version__, self.cuda.device_name(gpu_id))
         self.engine_path = Path(cache_dir) / f"{key}.engine"
         self.calib = calib

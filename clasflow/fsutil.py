@@ -37,15 +37,21 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         fh.write(text)
 
 
-def read_utf8(path: str | os.PathLike, error: type[Exception], what: str) -> str:
-    """A text file's content, or `error` naming the file (and the line of a non-UTF-8 byte)."""
+def read_bytes(path: str | os.PathLike, error: type[Exception], what: str) -> bytes:
+    """A file's content, or `error` naming the file and what it was meant to be."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise error(f"{what} {str(path)!r} not found") from None
     except OSError as exc:
         raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+
+
+def read_utf8(path: str | os.PathLike, error: type[Exception], what: str) -> str:
+    """A text file's content, or `error` naming the file (and the line of a non-UTF-8 byte)."""
+    path = Path(path)
+    data = read_bytes(path, error, what)
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -92,13 +92,10 @@ def build_preprocess(meta: dict[str, Any]) -> Callable[[bytes], np.ndarray]:
 
 
 def load_image(path: str | os.PathLike, preprocess: Callable[[bytes], np.ndarray]) -> np.ndarray:
+    from clasflow.fsutil import read_bytes
+
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"image {str(p)!r} not found") from None
-    except OSError as exc:
-        raise DataError(f"cannot read image {p}: {exc.strerror or exc}") from None
+    data = read_bytes(p, DataError, "image")
     try:
         return preprocess(data)
     except ValueError as exc:
