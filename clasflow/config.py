@@ -22,7 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from clasflow.errors import ConfigError
-from clasflow.fsutil import read_utf8
+from clasflow.fsutil import file_digest, read_utf8
 
 
 # Bounds past which a value cannot work (instead of failing deep inside Paddle or OpenCV): more
@@ -31,6 +31,10 @@ from clasflow.fsutil import read_utf8
 MAX_CLASSES = 1_000_000
 MAX_WORKERS = 1024
 MAX_TRANSFORM_INT = 2**31 - 1
+
+# What `Config.hash` leaves out: where things live and how to resume or log, not what is trained.
+HASH_EXCLUDED = {"checkpoints", "print_interval", "model_save_dir", "pretrained_model"}
+HASH_EXCLUDED_DATA = ("file_list", "data_dir")
 
 
 class _Section(BaseModel):
@@ -182,8 +186,26 @@ class Config(_Section):
         return self
 
     def hash(self) -> str:
-        """Short sha256 of the resolved config, stored with checkpoints (where to resume from and
-        how often to log do not change the training, so they are left out)."""
+        """Short sha256 of what changes the training, stored with checkpoints.
+
+        It covers the architecture, hyperparameters, schedule, transforms, batch sizes, epochs,
+        seed, class count, AMP and the *contents* of the train and valid lists, but not where
+        files live (``model_save_dir``, list and data folder paths, pretrained weights, which a
+        resumed run replaces by the checkpoint's), how to resume, or how often to log: a
+        checkpoint resumes in any folder, on any machine.
+        """
+        data = self.model_dump(exclude=HASH_EXCLUDED)
+        for section in ("TRAIN", "VALID"):
+            sec = getattr(self, section)
+            if sec is not None:
+                for key in HASH_EXCLUDED_DATA:
+                    data[section].pop(key)
+                data[section]["list_sha256"] = file_digest(sec.file_list) if Path(sec.file_list).is_file() else None
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+    def legacy_hash(self) -> str:
+        """The hash checkpoints written before the location-free `hash` carry (all but
+        ``checkpoints`` and ``print_interval``), so they still resume in their own folder."""
         blob = json.dumps(self.model_dump(exclude={"checkpoints", "print_interval"}), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -168,3 +168,33 @@ def test_hash_and_flat_view():
     flat = a.flat()
     assert flat["LEARNING_RATE.params.lr"] == 0.0125 and flat["TRAIN.batch_size"] == 32
     assert yaml.safe_load(yaml.safe_dump(a.model_dump()))["epochs"] == 20
+
+
+def test_hash_covers_the_training_not_where_files_live(tmp_path):
+    """Same training from another folder, data copy and weights path: same hash; anything that
+    changes the training (the list's contents included) changes it."""
+    import shutil
+
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        for name in ("train_list.txt", "val_list.txt"):
+            (tmp_path / d / name).write_text("jpg/image_00001.jpg 0\njpg/image_00002.jpg 1\n")
+
+    def cfg(d, *extra):
+        return load_config(CONFIGS / "ResNet50_vd_finetune.yaml", [
+            f"model_save_dir={tmp_path / d / 'out'}", f"pretrained_model={tmp_path / d / 'w' / 'ppcls'}",
+            f"TRAIN.file_list={tmp_path / d / 'train_list.txt'}", f"TRAIN.data_dir={tmp_path / d}",
+            f"VALID.file_list={tmp_path / d / 'val_list.txt'}", f"VALID.data_dir={tmp_path / d}", *extra])
+
+    base = cfg("a").hash()
+    assert cfg("b", "checkpoints=elsewhere/3/ppcls", "print_interval=7").hash() == base
+    changed = ["epochs=3", "TRAIN.batch_size=16", "use_amp=True", "seed=1", "classes_num=10", "LEARNING_RATE.params.lr=0.5",
+               "LEARNING_RATE.function=Piecewise", "ARCHITECTURE.name=ResNet18_vd", "TRAIN.transforms.1.RandCropImage.size=200",
+               "OPTIMIZER.regularizer.factor=0.001"]
+    hashes = {o: cfg("b", o).hash() for o in changed}
+    assert base not in hashes.values() and len(set(hashes.values())) == len(changed), hashes
+    (tmp_path / "b" / "train_list.txt").write_text("jpg/image_00001.jpg 1\njpg/image_00002.jpg 0\n")
+    assert cfg("b").hash() != base
+    shutil.copy(tmp_path / "a" / "train_list.txt", tmp_path / "b" / "train_list.txt")
+    assert cfg("b").hash() == base
+    assert cfg("a").legacy_hash() != cfg("b").legacy_hash()  # the old hash did depend on the paths

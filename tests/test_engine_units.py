@@ -180,3 +180,52 @@ def test_checkpoint_roundtrip_and_atomic_replace(tmp_path, monkeypatch):
         ckpt.load_checkpoint(tmp_path / "M" / "1", other, opt2, "other")
     assert ckpt.latest_checkpoint(tmp_path / "M") == tmp_path / "M" / "1"
     assert ckpt.latest_checkpoint(tmp_path / "none") is None
+
+
+def _enabled_scaler(**state):
+    """A paddle.amp.GradScaler in the state AMP training leaves it in. Paddle disables the scaler
+    on a CPU place at construction (AMP itself is refused here, see test_amp_is_refused_on_cpu),
+    so the enable flag is set as a GPU place would set it; the state then goes through Paddle's
+    own load_state_dict/state_dict."""
+    scaler = paddle.amp.GradScaler(init_loss_scaling=1024)
+    scaler._enable = True
+    scaler.load_state_dict({"scale": np.array([1024.0], "float32"), "incr_ratio": 2.0, "decr_ratio": 0.5,
+                            "incr_every_n_steps": 1000, "decr_every_n_nan_or_inf": 2, "incr_count": 0, "decr_count": 0,
+                            "use_dynamic_loss_scaling": True, **state})
+    return scaler
+
+
+def test_amp_grad_scaler_state_is_saved_and_restored(tmp_path, caplog):
+    model = build_model("MobileNetV3_small_x0_35", class_num=3)
+    cfg = _cfg()
+    opt = build_optimizer(cfg, model.parameters(), build_lr(cfg, 2))
+    meta = ckpt.CheckpointMeta(epoch=0, step_in_epoch=3, global_step=3, config_hash="h", complete=False)
+    trained = _enabled_scaler(scale=np.array([256.0], "float32"), incr_count=37, decr_count=1)
+    ckpt.save_checkpoint(tmp_path / "amp", model, opt, meta, scaler=trained)
+    fresh = _enabled_scaler()
+    ckpt.load_checkpoint(tmp_path / "amp", model, opt, "h", scaler=fresh)
+    got = fresh.state_dict()
+    assert float(got["scale"][0]) == 256.0 and got["incr_count"] == 37 and got["decr_count"] == 1
+    assert float(fresh._scale.numpy()[0]) == 256.0  # the scale the next step multiplies the loss by
+    # a checkpoint written before the scaler was saved (no state in ppcls.pdstates) still loads
+    ckpt.save_checkpoint(tmp_path / "old", model, opt, meta)
+    fresh = _enabled_scaler()
+    caplog.set_level("WARNING", logger="clasflow")
+    assert ckpt.load_checkpoint(tmp_path / "old", model, opt, "h", scaler=fresh).step_in_epoch == 3
+    assert float(fresh.state_dict()["scale"][0]) == 1024.0 and "holds no AMP GradScaler state" in caplog.text
+    # without AMP (a disabled scaler, or none) the scaler state is neither written nor needed
+    ckpt.save_checkpoint(tmp_path / "fp32", model, opt, meta, scaler=paddle.amp.GradScaler(enable=False))
+    import pickle
+
+    assert ckpt.SCALER_KEY not in pickle.loads((tmp_path / "fp32" / "ppcls.pdstates").read_bytes())
+    assert ckpt.SCALER_KEY in pickle.loads((tmp_path / "amp" / "ppcls.pdstates").read_bytes())
+
+
+def test_checkpoint_with_the_legacy_hash_still_resumes(tmp_path):
+    model = build_model("MobileNetV3_small_x0_35", class_num=3)
+    cfg = _cfg()
+    opt = build_optimizer(cfg, model.parameters(), build_lr(cfg, 2))
+    ckpt.save_checkpoint(tmp_path / "c", model, opt, ckpt.CheckpointMeta(0, 0, 2, cfg.legacy_hash()))
+    assert ckpt.load_checkpoint(tmp_path / "c", model, opt, (cfg.hash(), cfg.legacy_hash())).epoch == 0
+    with pytest.raises(ClasflowError, match="different config"):
+        ckpt.load_checkpoint(tmp_path / "c", model, opt, cfg.hash())

@@ -64,6 +64,22 @@ def test_epoch_resume_matches_uninterrupted(digits_data, tmp_path, loader):
         np.testing.assert_array_equal(got[k], reference[k], err_msg=k)
 
 
+def test_checkpoint_resumes_in_another_folder_with_moved_data(digits_data, tmp_path):
+    """A checkpoint carries a location-free config hash: another model_save_dir, a copy of the
+    dataset elsewhere and another pretrained path resume it, and the result is the same."""
+    import shutil
+
+    full = train(_cfg(digits_data, f"model_save_dir={tmp_path / 'a'}"), track=False)
+    moved = tmp_path / "moved"
+    shutil.copytree(digits_data / "data", moved / "data")
+    cfg = _cfg(moved, f"model_save_dir={tmp_path / 'b'}", f"checkpoints={Path(full.arch_dir) / '0' / 'ppcls'}")
+    resumed = train(cfg, track=False)
+    assert resumed.history[0]["epoch"] == 1 and resumed.final["valid_top1"] == full.final["valid_top1"]
+    got, ref = _weights(Path(resumed.arch_dir) / "1" / "ppcls.pdparams"), _weights(Path(full.arch_dir) / "1" / "ppcls.pdparams")
+    for k in ref:
+        np.testing.assert_array_equal(got[k], ref[k], err_msg=k)
+
+
 def _run_cli(args, env=None):
     return subprocess.Popen([sys.executable, "-m", "clasflow", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env={**os.environ, "OMP_NUM_THREADS": "2", **(env or {})})

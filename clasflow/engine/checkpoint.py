@@ -4,12 +4,15 @@
 ``ARCH/best_model/`` by valid top1, and ``ARCH/interrupted/`` when a SIGTERM stops a run
 mid-epoch. Each checkpoint folder is written under a temporary name and renamed into place,
 so a kill at any moment leaves either the old folder or the new one, never half of one.
-``ppcls.json`` holds epoch, step, metrics and the config hash; ``ppcls.pdstates`` the RNG states.
+``ppcls.json`` holds epoch, step, metrics and the config hash (`Config.hash`: location-free, so
+a checkpoint resumes in any folder); ``ppcls.pdstates`` the RNG states and, under AMP, the
+GradScaler state (loss scale, good and bad step counts).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
 import random
@@ -25,7 +28,9 @@ import paddle
 from clasflow.errors import ClasflowError
 from clasflow.fsutil import recover_dir, replace_dir
 
+log = logging.getLogger(__name__)
 PREFIX = "ppcls"
+SCALER_KEY = "grad_scaler"
 
 
 @dataclass
@@ -64,8 +69,10 @@ def _rename_optimizer_state(model, state: dict, to_structured: bool) -> dict:
     return out
 
 
-def save_checkpoint(folder: str | os.PathLike, model, optimizer, meta: CheckpointMeta, rng: dict | None = None) -> Path:
-    """Write a checkpoint folder atomically (replacing an existing one)."""
+def save_checkpoint(folder: str | os.PathLike, model, optimizer, meta: CheckpointMeta, rng: dict | None = None,
+                    scaler=None) -> Path:
+    """Write a checkpoint folder atomically (replacing an existing one); with an enabled AMP
+    `scaler` (paddle.amp.GradScaler) its state goes into ``ppcls.pdstates`` too."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
@@ -74,8 +81,11 @@ def save_checkpoint(folder: str | os.PathLike, model, optimizer, meta: Checkpoin
         if optimizer is not None:
             state = _rename_optimizer_state(model, optimizer.state_dict(), to_structured=True)
             paddle.save(state, str(tmp / f"{PREFIX}.pdopt"))
+        states = dict(rng if rng is not None else _rng_states())
+        if scaler is not None and scaler.is_enable():
+            states[SCALER_KEY] = scaler.state_dict()
         with open(tmp / f"{PREFIX}.pdstates", "wb") as fh:
-            pickle.dump(rng if rng is not None else _rng_states(), fh)
+            pickle.dump(states, fh)
         (tmp / f"{PREFIX}.json").write_text(json.dumps(asdict(meta), indent=2, sort_keys=True))
         replace_dir(tmp, folder)
     except BaseException:
@@ -102,13 +112,16 @@ def _folder(prefix: str | os.PathLike) -> Path:
     return p
 
 
-def load_checkpoint(prefix: str | os.PathLike, model, optimizer, config_hash: str | None = None) -> CheckpointMeta:
-    """Restore model, optimizer (with its LR schedule) and RNG states; return the metadata."""
+def load_checkpoint(prefix: str | os.PathLike, model, optimizer, config_hash: str | tuple[str, ...] | None = None,
+                    scaler=None) -> CheckpointMeta:
+    """Restore model, optimizer (with its LR schedule), RNG states and an enabled AMP `scaler`;
+    return the metadata. `config_hash`: the hash (or hashes) the checkpoint must carry."""
     folder = _folder(prefix)
     meta = read_meta(folder)
-    if config_hash is not None and meta.config_hash != config_hash:
+    accepted = (config_hash,) if isinstance(config_hash, str) else config_hash
+    if accepted is not None and meta.config_hash not in accepted:
         raise ClasflowError(
-            f"checkpoint {folder} was written by a different config (hash {meta.config_hash}, now {config_hash}); "
+            f"checkpoint {folder} was written by a different config (hash {meta.config_hash}, now {accepted[0]}); "
             f"resume with the same config and overrides, or start a new model_save_dir"
         )
     missing = [n for n in (f"{PREFIX}.pdparams", f"{PREFIX}.pdopt") if not (folder / n).is_file()]
@@ -124,6 +137,14 @@ def load_checkpoint(prefix: str | os.PathLike, model, optimizer, config_hash: st
         paddle.set_rng_state(states["paddle"])
         np.random.set_state(states["numpy"])
         random.setstate(states["python"])
+    else:
+        states = {}
+    if scaler is not None and scaler.is_enable():
+        if states.get(SCALER_KEY):
+            scaler.load_state_dict(states[SCALER_KEY])
+        else:
+            log.warning("checkpoint %s holds no AMP GradScaler state (written before clasflow saved it): the loss "
+                        "scale starts again from its initial value", folder)
     return meta
 
 

@@ -195,8 +195,9 @@ def train(cfg: Config, *, run_name: str = "train", track: bool = True, trust: bo
     if resume == "auto":
         found = ckpt.latest_checkpoint(arch_dir)
         resume = str(found) if found else ""
+    config_hash = cfg.hash()
     if resume:
-        meta = ckpt.load_checkpoint(resume, model, optimizer, cfg.hash())
+        meta = ckpt.load_checkpoint(resume, model, optimizer, (config_hash, cfg.legacy_hash()), scaler)
         start_epoch, start_step = meta.next_position()
         best_top1, best_epoch = meta.best_top1, int(meta.metrics.get("best_epoch", -1))
         log.info("resumed from %s: continuing at epoch %d, step %d", resume, start_epoch, start_step)
@@ -259,9 +260,9 @@ def train(cfg: Config, *, run_name: str = "train", track: bool = True, trust: bo
                     bar.advance(n)
                     if sigterm.received:
                         if is_main:
-                            meta = ckpt.CheckpointMeta(epoch, step + 1, global_step, cfg.hash(), {"best_epoch": best_epoch},
+                            meta = ckpt.CheckpointMeta(epoch, step + 1, global_step, config_hash, {"best_epoch": best_epoch},
                                                        best_top1, complete=step + 1 == steps)
-                            folder = ckpt.save_checkpoint(arch_dir / "interrupted", model, optimizer, meta)
+                            folder = ckpt.save_checkpoint(arch_dir / "interrupted", model, optimizer, meta, scaler=scaler)
                             log.warning("checkpoint written to %s; resume with -o checkpoints=%s/%s", folder, folder, ckpt.PREFIX)
                         raise TrainingInterrupted(f"stopped by SIGTERM at epoch {epoch} step {step}; checkpoint in {arch_dir / 'interrupted'}")
             elapsed = max(time.time() - epoch_tic, 1e-9)
@@ -275,8 +276,8 @@ def train(cfg: Config, *, run_name: str = "train", track: bool = True, trust: bo
                 if valid["top1"] > best_top1 or best_epoch < 0:
                     best_top1, best_epoch = valid["top1"], epoch
                     if is_main:
-                        meta = ckpt.CheckpointMeta(epoch, 0, global_step, cfg.hash(), epoch_metrics | {"best_epoch": epoch}, best_top1)
-                        ckpt.save_checkpoint(arch_dir / "best_model", model, optimizer, meta)
+                        meta = ckpt.CheckpointMeta(epoch, 0, global_step, config_hash, epoch_metrics | {"best_epoch": epoch}, best_top1)
+                        ckpt.save_checkpoint(arch_dir / "best_model", model, optimizer, meta, scaler=scaler)
                 log.info("best valid top1 %.4f at epoch %d", best_top1, best_epoch)
             epoch_metrics["best_valid_top1"] = best_top1
             tracker.log_metrics(epoch_metrics, step=epoch)
@@ -284,8 +285,8 @@ def train(cfg: Config, *, run_name: str = "train", track: bool = True, trust: bo
             final = epoch_metrics
             last_epoch = epoch == cfg.epochs - 1
             if is_main and ((epoch + 1) % cfg.save_interval == 0 or last_epoch):
-                meta = ckpt.CheckpointMeta(epoch, 0, global_step, cfg.hash(), epoch_metrics | {"best_epoch": best_epoch}, best_top1)
-                ckpt.save_checkpoint(arch_dir / str(epoch), model, optimizer, meta)
+                meta = ckpt.CheckpointMeta(epoch, 0, global_step, config_hash, epoch_metrics | {"best_epoch": best_epoch}, best_top1)
+                ckpt.save_checkpoint(arch_dir / str(epoch), model, optimizer, meta, scaler=scaler)
                 if (arch_dir / "interrupted").exists():
                     shutil.rmtree(arch_dir / "interrupted", ignore_errors=True)
         if final:
