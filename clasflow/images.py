@@ -15,6 +15,7 @@ the file.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 ENV_FILE_VAR = "CLASFLOW_IMAGES_ENV"
@@ -81,6 +82,36 @@ def image(name: str, env_file: str | os.PathLike[str] | None = None) -> str:
     image_name = values[key] if key else name
     registry = values["IMAGE_REGISTRY"].rstrip("/")
     return f"{registry}/{image_name}:{values['IMAGE_TAG']}"
+
+
+PINNED = re.compile(r"^(?P<repo>[a-z0-9][a-z0-9._\-/:]*[a-z0-9])@sha256:[0-9a-f]{64}$")
+
+
+def image_name(ref: str) -> str:
+    """The bare image name of a reference: ``reg.io/ml/clasflow-gpu@sha256:...`` -> ``clasflow-gpu``."""
+    last = ref.split("@", 1)[0].rsplit("/", 1)[-1]
+    return last.split(":", 1)[0]
+
+
+def pinned_ref(name: str, ref: str) -> str:
+    """``ref`` when it is ``REGISTRY/<name>@sha256:<64 hex>``; otherwise a ValueError saying why."""
+    if not PINNED.match(ref):
+        raise ValueError(f"image {name}: {ref!r} is not pinned by digest (expected REGISTRY/{name}@sha256:<64 hex>)")
+    if image_name(ref) != name:
+        raise ValueError(f"image {name}: {ref!r} names another image ({image_name(ref)})")
+    return ref
+
+
+def read_pins(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The ``NAME=REGISTRY/NAME@sha256:...`` lines `make release` writes, each checked by pinned_ref."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image pins file not found: {path} (written by `make release`)")
+    try:
+        pins = parse_env_file(path.read_text(encoding="utf-8"))
+        return {name: pinned_ref(name, ref) for name, ref in pins.items()}
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
 
 
 if __name__ == "__main__":  # `python -m clasflow.images gpu` prints the reference

@@ -4,23 +4,30 @@
 One pipeline serves the full GPU run (the defaults) and the small demo (`make quickstart`):
 parameters choose the profile (image size, epochs, batch size), the data and zoo sources, and
 which configs run. `build_pipeline(cluster=True)` is what gets compiled: it adds the cluster
-settings (GPU, node selector and tolerations, /dev/shm, credentials from the chart's Secret and
-ConfigMap, CPU/memory requests); the local run uses `cluster=False`.
+settings (GPU resource, node selector and tolerations, CPU/memory requests, the Secret and
+ConfigMap names, an image pull secret: all run parameters, see CLUSTER_PARAMETERS; /dev/shm and
+the image references are fixed at compile time); the local run uses `cluster=False`.
 
     python -m pipelines.flowers_quickstart compile   # writes pipelines/flowers_quickstart.yaml
+    python -m pipelines.flowers_quickstart compile --images images/release.env   # digests (make release)
     python -m pipelines.flowers_quickstart local     # runs it here with kfp.local (see --help)
 """
 
 
 import argparse
+import json
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
 from kfp import compiler, dsl, kubernetes
 
 import components as c
+from clasflow.fsutil import write_text_atomic
+from clasflow.images import image_name, pinned_ref, read_pins
 
 PACKAGE = Path(__file__).with_suffix(".yaml")
 PIPELINE_NAME = "flowers-quickstart"
@@ -45,37 +52,64 @@ DEMO_ARGUMENTS = {
 }
 
 
+# Cluster settings that differ between clusters are run parameters (defaults below), so a cluster
+# needs no recompile: `kfp run create ... gpu_node_selector='{"pool": "a100"}' gpu_task_memory=48Gi`.
+# The defaults fit a common GPU node (8 vCPU, 32 GiB, one GPU) with room for the kubelet and the
+# GPU Operator's daemons. The label nvidia.com/gpu.present=true is set by the GPU Operator
+# (GPU feature discovery), not by the device plugin alone.
+CLUSTER_PARAMETERS: dict[str, object] = {
+    "gpu_resource": "nvidia.com/gpu",
+    "gpu_node_selector": {"nvidia.com/gpu.present": "true"},
+    "gpu_tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    "gpu_task_cpu": "6",
+    "gpu_task_memory": "24Gi",
+    "cpu_task_cpu": "1",
+    "cpu_task_memory": "4Gi",
+    "credentials_secret": "clasflow-credentials",
+    "config_map": "clasflow-config",
+    "image_pull_secret": "",  # "" adds no usable secret (Kubernetes only warns about the empty name)
+}
+
+
 @dataclass(frozen=True)
 class ClusterSettings:
-    """What the compile step adds for a GPU cluster. The Secret and ConfigMap come from the Helm chart."""
+    """What the compile step fixes (kfp-kubernetes takes no run parameter for these).
 
-    gpu_resource: str = "nvidia.com/gpu"
-    gpu_node_label: tuple[str, str] = ("nvidia.com/gpu.present", "true")
-    gpu_toleration_key: str = "nvidia.com/gpu"
-    shm_size: str = "16Gi"
-    secret: str = "clasflow-credentials"
+    ``shm_size`` is the /dev/shm emptyDir (``empty_dir_mount`` takes a constant size);
+    ``images`` maps an image name (``clasflow-gpu``) to the reference the executors use, e.g. a
+    digest from `make release`; empty: ``clasflow.images.image(name)``.
+    """
+
+    shm_size: str = "8Gi"
     secret_env: tuple[str, ...] = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
-    config_map: str = "clasflow-config"
-    config_env: tuple[str, ...] = ("MLFLOW_TRACKING_URI", "CLASFLOW_S3_ENDPOINT", "CLASFLOW_ARTIFACT_ROOT")
-    gpu_task_cpu: str = "8"
-    gpu_task_memory: str = "32G"
-    cpu_task_cpu: str = "1"
-    cpu_task_memory: str = "4G"
+    optional_secret_env: tuple[str, ...] = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+    config_env: tuple[str, ...] = ("MLFLOW_TRACKING_URI", "CLASFLOW_S3_ENDPOINT", "CLASFLOW_ARTIFACT_ROOT", "AWS_DEFAULT_REGION")
+    images: tuple[tuple[str, str], ...] = ()
 
 
-def _apply(task: dsl.PipelineTask, settings: ClusterSettings | None, gpu: bool) -> dsl.PipelineTask:
-    if settings is None:
+@dataclass(frozen=True)
+class _Cluster:
+    settings: ClusterSettings
+    params: dict  # CLUSTER_PARAMETERS name -> pipeline parameter channel
+
+
+def _apply(task: dsl.PipelineTask, cluster: _Cluster | None, gpu: bool) -> dsl.PipelineTask:
+    if cluster is None:
         return task
-    kubernetes.use_secret_as_env(task, settings.secret, {k: k for k in settings.secret_env})
-    kubernetes.use_config_map_as_env(task, settings.config_map, {k: k for k in settings.config_env})
+    s, p = cluster.settings, cluster.params
+    task.container_spec.image = dict(s.images).get(image_name(task.container_spec.image), task.container_spec.image)
+    kubernetes.use_secret_as_env(task, p["credentials_secret"], {k: k for k in s.secret_env})
+    kubernetes.use_secret_as_env(task, p["credentials_secret"], {k: k for k in s.optional_secret_env}, optional=True)
+    kubernetes.use_config_map_as_env(task, p["config_map"], {k: k for k in s.config_env})
+    kubernetes.set_image_pull_secrets(task, [p["image_pull_secret"]])
     if gpu:
-        task.set_accelerator_type(settings.gpu_resource).set_accelerator_limit(1)
-        kubernetes.add_node_selector(task, *settings.gpu_node_label)
-        kubernetes.add_toleration(task, key=settings.gpu_toleration_key, operator="Exists", effect="NoSchedule")
-        kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=settings.shm_size)
-        task.set_cpu_request(settings.gpu_task_cpu).set_memory_request(settings.gpu_task_memory)
+        task.set_accelerator_type(p["gpu_resource"]).set_accelerator_limit(1)
+        kubernetes.add_node_selector_json(task, p["gpu_node_selector"])
+        kubernetes.add_toleration_json(task, p["gpu_tolerations"])
+        kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=s.shm_size)
+        task.set_cpu_request(p["gpu_task_cpu"]).set_memory_request(p["gpu_task_memory"])
     else:
-        task.set_cpu_request(settings.cpu_task_cpu).set_memory_request(settings.cpu_task_memory)
+        task.set_cpu_request(p["cpu_task_cpu"]).set_memory_request(p["cpu_task_memory"])
     return task
 
 
@@ -84,7 +118,7 @@ DEFAULT_CLUSTER = ClusterSettings()
 
 def build_pipeline(cluster: bool, settings: ClusterSettings = DEFAULT_CLUSTER):
     """The pipeline function; with `cluster`, tasks carry the GPU/secret/shm/resource settings."""
-    k8s = settings if cluster else None
+    c_ = CLUSTER_PARAMETERS
 
     @dsl.pipeline(name=PIPELINE_NAME, description="PaddleClas flowers102 quick start: six experiments, distillation, export, TensorRT benchmark")
     def flowers_quickstart(
@@ -106,7 +140,22 @@ def build_pipeline(cluster: bool, settings: ClusterSettings = DEFAULT_CLUSTER):
         benchmark_precisions: str = "fp32,fp16,int8",
         benchmark_batch_sizes: str = "1,4",
         tolerance: float = 0.01,
+        gpu_resource: str = c_["gpu_resource"],
+        gpu_node_selector: dict = c_["gpu_node_selector"],
+        gpu_tolerations: list = c_["gpu_tolerations"],
+        gpu_task_cpu: str = c_["gpu_task_cpu"],
+        gpu_task_memory: str = c_["gpu_task_memory"],
+        cpu_task_cpu: str = c_["cpu_task_cpu"],
+        cpu_task_memory: str = c_["cpu_task_memory"],
+        credentials_secret: str = c_["credentials_secret"],
+        config_map: str = c_["config_map"],
+        image_pull_secret: str = c_["image_pull_secret"],
     ):
+        params = dict(gpu_resource=gpu_resource, gpu_node_selector=gpu_node_selector, gpu_tolerations=gpu_tolerations,
+                      gpu_task_cpu=gpu_task_cpu, gpu_task_memory=gpu_task_memory, cpu_task_cpu=cpu_task_cpu,
+                      cpu_task_memory=cpu_task_memory, credentials_secret=credentials_secret, config_map=config_map,
+                      image_pull_secret=image_pull_secret)
+        k8s = _Cluster(settings, params) if cluster else None
         run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
         # The report runs last, after everything else, also when a training failed (it then shows
         # what finished); it reads the runs from MLflow, so it needs no artifacts.
@@ -148,10 +197,31 @@ def build_pipeline(cluster: bool, settings: ClusterSettings = DEFAULT_CLUSTER):
     return flowers_quickstart
 
 
-def compile_package(path: Path = PACKAGE) -> Path:
-    """Compile the cluster pipeline to `path` (deterministic: same code, same bytes)."""
-    compiler.Compiler().compile(build_pipeline(cluster=True), str(path))
+def compile_package(path: Path = PACKAGE, images: dict[str, str] | None = None) -> Path:
+    """Compile the cluster pipeline to `path` (deterministic: same code, same bytes).
+
+    ``images`` (image name -> pinned reference ``REGISTRY/NAME@sha256:...``, as `make release`
+    writes them) replaces the executors' tag references.
+    """
+    pinned = tuple(sorted((name, pinned_ref(name, ref)) for name, ref in (images or {}).items()))
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp.yaml")
+    compiler.Compiler().compile(build_pipeline(cluster=True, settings=ClusterSettings(images=pinned)), str(tmp))
+    write_text_atomic(path, _stable_header(tmp.read_text(encoding="utf-8")))
+    tmp.unlink()
     return path
+
+
+def _stable_header(text: str) -> str:
+    """The compiler's header comment prints dict/list defaults in protobuf map order, which changes
+    from one process to the next; print them as sorted JSON (the YAML body is sorted already)."""
+    params = next(yaml.safe_load_all(text))["root"]["inputDefinitions"]["parameters"]
+
+    def line(match: re.Match) -> str:
+        return f"#    {match[1]}: {match[2]} [Default: {json.dumps(params[match[1]]['defaultValue'], sort_keys=True)}]"
+
+    head, sep, body = text.partition("\ncomponents:")
+    return re.sub(r"^#    (\w+): (dict|list) \[Default: .*\]$", line, head, flags=re.M) + sep + body
 
 
 def run_local(root: Path, arguments: dict) -> object:
@@ -174,13 +244,16 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     comp = sub.add_parser("compile", help="write the compiled package")
     comp.add_argument("--output", type=Path, default=PACKAGE)
+    comp.add_argument("--images", type=Path, metavar="FILE",
+                      help="NAME=REGISTRY/NAME@sha256:... lines (make release): executors use these digests")
     loc = sub.add_parser("local", help="run with kfp.local; the demo profile unless --full")
     loc.add_argument("--root", type=Path, default=Path("runs"), help="artifacts, workspace and the MLflow database")
     loc.add_argument("--full", action="store_true", help="the full profile (needs the internet and a GPU to be sensible)")
     loc.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE", help="override a pipeline parameter")
     args = parser.parse_args(argv)
     if args.command == "compile":
-        print(f"compiled {compile_package(args.output)}")
+        images = read_pins(args.images) if args.images else None
+        print(f"compiled {compile_package(args.output, images)}")
         return 0
     arguments = {} if args.full else dict(DEMO_ARGUMENTS)
     for item in args.arg:

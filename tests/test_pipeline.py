@@ -35,25 +35,108 @@ def test_compiled_package_loads_and_has_the_parameters():
     assert params["image_size"]["defaultValue"] == 224 and params["epochs"]["defaultValue"] == 20
 
 
-def test_cluster_settings_are_compiled_in():
+def _platform_executors(docs):
+    return docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+def _dag_tasks(spec):
+    """Every task of the root DAG and of its sub-DAGs (dsl.If, ExitHandler), by executor label."""
+    tasks = {}
+    for component in [spec["root"], *spec["components"].values()]:
+        for task in component.get("dag", {}).get("tasks", {}).values():
+            executor = spec["components"][task["componentRef"]["name"]].get("executorLabel")
+            if executor:
+                tasks[executor] = task
+    return tasks
+
+
+GPU_EXECUTORS = ("exec-train-from-scratch", "exec-finetune", "exec-finetune-2", "exec-finetune-3", "exec-finetune-4",
+                 "exec-distill", "exec-evaluate", "exec-benchmark")
+
+
+def test_cluster_settings_are_run_parameters():
+    """Every cluster setting is a pipeline parameter with today's default, and reaches each task's
+    platform spec (or its container resources) through that parameter, not as a constant."""
     spec, platform = _docs()
-    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    train = [e for name, e in executors.items() if name.startswith(("exec-finetune", "exec-distill", "exec-train-from-scratch"))]
-    assert len(train) >= 3
-    for e in train:
-        assert e["secretAsEnv"][0]["secretName"] == "clasflow-credentials"
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    for name, default in fq.CLUSTER_PARAMETERS.items():
+        assert params[name]["defaultValue"] == default, name
+    assert params["gpu_node_selector"]["parameterType"] == "STRUCT" and params["gpu_tolerations"]["parameterType"] == "LIST"
+    executors, containers, tasks = _platform_executors(_docs()), spec["deploymentSpec"]["executors"], _dag_tasks(spec)
+    assert set(executors) == set(containers) and set(GPU_EXECUTORS) < set(executors)
+
+    def param(ref):  # a platform-spec parameter reference -> the pipeline parameter it reads
+        name = ref["componentInputParameter"]
+        return name.removeprefix("pipelinechannel--")
+
+    def placeholder(value):  # '{{$.inputs.parameters['pipelinechannel--x']}}' -> x
+        return value.removeprefix("{{$.inputs.parameters['pipelinechannel--").removesuffix("']}}")
+
+    for name, e in executors.items():
+        gpu = name in GPU_EXECUTORS
+        assert [param(s["secretNameParameter"]) for s in e["secretAsEnv"]] == ["credentials_secret"] * 2, name
+        assert "secretName" not in e["secretAsEnv"][0], name  # no constant name beside the parameter
         assert {kv["envVar"] for kv in e["secretAsEnv"][0]["keyToEnv"]} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
-        assert e["configMapAsEnv"][0]["configMapName"] == "clasflow-config"
-        assert e["emptyDirMounts"][0] == {"medium": "Memory", "mountPath": "/dev/shm", "sizeLimit": "16Gi", "volumeName": "dshm"}
-        assert e["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
-        assert e["tolerations"][0]["key"] == "nvidia.com/gpu"
-    containers = spec["deploymentSpec"]["executors"]
-    gpu = containers["exec-distill"]["container"]["resources"]
-    assert gpu["accelerator"]["resourceType"] == "nvidia.com/gpu" and gpu["accelerator"]["resourceCount"] == "1"
-    assert "accelerator" not in containers["exec-prepare-dataset"]["container"].get("resources", {})
+        assert e["secretAsEnv"][0]["optional"] is False and e["secretAsEnv"][1]["optional"] is True
+        assert {kv["envVar"] for kv in e["secretAsEnv"][1]["keyToEnv"]} == {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}
+        assert [param(c["configMapNameParameter"]) for c in e["configMapAsEnv"]] == ["config_map"], name
+        assert e["configMapAsEnv"][0]["optional"] is False
+        assert [param(s["secretNameParameter"]) for s in e["imagePullSecret"]] == ["image_pull_secret"], name
+        resources = containers[name]["container"]["resources"]
+        kind = "gpu" if gpu else "cpu"
+        assert placeholder(resources["resourceCpuRequest"]) == f"{kind}_task_cpu", name
+        assert placeholder(resources["resourceMemoryRequest"]) == f"{kind}_task_memory", name
+        # The task passes the pipeline parameter into the placeholder it uses.
+        inputs = tasks[name]["inputs"]["parameters"]
+        for used in (f"{kind}_task_cpu", f"{kind}_task_memory") + (("gpu_resource",) if gpu else ()):
+            assert inputs[f"pipelinechannel--{used}"]["componentInputParameter"] in (used, f"pipelinechannel--{used}"), name
+        if gpu:
+            assert param(e["nodeSelector"]["nodeSelectorJson"]) == "gpu_node_selector", name
+            assert [param(t["tolerationJson"]) for t in e["tolerations"]] == ["gpu_tolerations"], name
+            assert placeholder(resources["accelerator"]["resourceType"]) == "gpu_resource", name
+            assert resources["accelerator"]["resourceCount"] == "1"
+            assert e["emptyDirMounts"] == [{"medium": "Memory", "mountPath": "/dev/shm", "sizeLimit": "8Gi", "volumeName": "dshm"}]
+        else:
+            assert "nodeSelector" not in e and "tolerations" not in e and "accelerator" not in resources, name
     from clasflow.images import image
 
     assert {c["container"]["image"] for c in containers.values()} == {image("clasflow-gpu")}
+
+
+def test_defaults_fit_a_common_gpu_node():
+    """8 vCPU / 32 GiB: the GPU task's requests plus its memory-backed /dev/shm leave room for the
+    kubelet's reservations and the GPU Operator's daemons."""
+    p = fq.CLUSTER_PARAMETERS
+    gib = {"Gi": 1, "Mi": 1 / 1024}
+
+    def size(text):
+        return float(text[:-2]) * gib[text[-2:]]
+
+    assert float(p["gpu_task_cpu"]) <= 8 - 1
+    assert size(p["gpu_task_memory"]) + size(fq.DEFAULT_CLUSTER.shm_size) <= 32
+    assert size(p["gpu_task_memory"]) <= 32 - 4
+
+
+def test_compile_with_pinned_images(tmp_path):
+    """`make release` compiles with digests: every executor then runs NAME@sha256:..., and a tag
+    or another image's name is refused."""
+    digest = "sha256:" + "ab" * 32
+    ref = f"registry.example.com/ml/clasflow-gpu@{digest}"
+    pins = tmp_path / "release.env"
+    pins.write_text(f"clasflow-gpu={ref}\n")
+    out = tmp_path / "pinned.yaml"
+    assert fq.main(["compile", "--output", str(out), "--images", str(pins)]) == 0
+    docs = list(yaml.safe_load_all(out.read_text()))
+    assert {e["container"]["image"] for e in docs[0]["deploymentSpec"]["executors"].values()} == {ref}
+    assert docs[1] == _docs()[1]  # the platform spec does not change
+    for bad, message in ((f"clasflow-gpu=registry.example.com/ml/clasflow-gpu:0.1.0", "not pinned by digest"),
+                         (f"clasflow-gpu=registry.example.com/ml/clasflow-cpu@{digest}", "names another image"),
+                         (f"clasflow-gpu=registry.example.com/ml/clasflow-gpu@sha256:abc", "not pinned by digest")):
+        pins.write_text(bad + "\n")
+        with pytest.raises(ValueError, match=message) as err:
+            fq.main(["compile", "--output", str(tmp_path / "bad.yaml"), "--images", str(pins)])
+        assert str(pins) in str(err.value)
+    assert not (tmp_path / "bad.yaml").exists()
 
 
 def test_components_do_not_install_packages():
