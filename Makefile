@@ -11,7 +11,7 @@ UV_VERSION := 0.13.9
 export OMP_NUM_THREADS ?= $(shell nproc 2>/dev/null || echo 2)
 
 .PHONY: setup test test-oracle quickstart compile submit bench fault mlflow-ui clean
-.PHONY: images push chart-sync lint-chart
+.PHONY: images push release chart-sync lint-chart
 
 setup: $(STAMP) $(BIN)/helm
 
@@ -108,6 +108,26 @@ push: images
 	$(need-docker)
 	for ref in $(IMAGE_REFS); do $(DOCKER) push $$ref || exit 1; done
 
+# From source to a chart a cluster can run, in one command: build and push the three images to
+# REGISTRY, write their digests to images/release.env, compile the pipeline with them (every
+# executor runs REGISTRY/NAME@sha256:..., not a reusable tag) and copy it into the chart. Then
+# install with --set image.registry=$(REGISTRY): the upload job refuses other registries.
+RELEASE_PINS := images/release.env
+release:
+	@test -n "$(REGISTRY)" || { echo "make release: set REGISTRY=<registry>/<path>, e.g. make release REGISTRY=registry.example.com/ml" >&2; exit 2; }
+	$(need-docker)
+	$(MAKE) push CLASFLOW_IMAGE_REGISTRY=$(REGISTRY)
+	for n in $(IMAGE_GPU) $(IMAGE_CPU) $(IMAGE_MLFLOW); do \
+	  ref=$$($(DOCKER) image inspect --format '{{range .RepoDigests}}{{println .}}{{end}}' $(REGISTRY)/$$n:$(IMAGE_TAG) | grep -F "$(REGISTRY)/$$n@sha256:" | head -1); \
+	  test -n "$$ref" || { echo "make release: $(REGISTRY)/$$n:$(IMAGE_TAG) has no digest in $(REGISTRY) after the push" >&2; exit 1; }; \
+	  echo "$$n=$$ref"; \
+	done > $(RELEASE_PINS).tmp && mv $(RELEASE_PINS).tmp $(RELEASE_PINS)
+	$(MAKE) setup
+	$(BIN)/python -m pipelines.flowers_quickstart compile --images $(RELEASE_PINS)
+	$(MAKE) chart-sync
+	@echo "make release: pipelines/flowers_quickstart.yaml and the chart's copy now run the images of $(RELEASE_PINS)."
+	@echo "  helm upgrade --install clasflow charts/clasflow --set image.registry=$(REGISTRY) ..."
+
 # The chart ships the compiled pipeline (a chart cannot read files outside itself).
 chart-sync:
 	@test -f pipelines/flowers_quickstart.yaml || { \
@@ -115,5 +135,5 @@ chart-sync:
 	cp pipelines/flowers_quickstart.yaml charts/clasflow/files/flowers_quickstart.yaml
 
 lint-chart: setup
-	$(BIN)/helm lint --strict charts/clasflow
+	$(BIN)/helm lint --strict charts/clasflow -f tests/chart-test-values.yaml
 	$(BIN)/hadolint --failure-threshold error images/*.Dockerfile

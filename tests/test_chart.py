@@ -33,9 +33,11 @@ KUBE_VERSIONS = ("1.29.0", "1.37.0")
 RELEASE = "clasflow"
 NAMESPACE = "ml"
 
+# Every render gets a well-formed MinIO digest (placeholder; the chart requires one, see the file).
+TEST_VALUES = ["-f", str(REPO / "tests" / "chart-test-values.yaml")]
 SCENARIOS = ["default"] + sorted(p.name.removesuffix("-values.yaml") for p in CI_VALUES.glob("*-values.yaml"))
 DOCUMENTED = {"external-s3", "postgres", "ingress-tls", "kfp-upload", "existing-secret", "gpu",
-              "gpu-cluster", "external-mlflow"}
+              "gpu-cluster", "external-mlflow", "multi-user", "mlflow-auth"}
 
 
 def _tool(path: Path) -> str:
@@ -45,7 +47,7 @@ def _tool(path: Path) -> str:
 
 
 def _values_args(scenario: str) -> list[str]:
-    return [] if scenario == "default" else ["-f", str(CI_VALUES / f"{scenario}-values.yaml")]
+    return TEST_VALUES + ([] if scenario == "default" else ["-f", str(CI_VALUES / f"{scenario}-values.yaml")])
 
 
 def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
@@ -54,13 +56,14 @@ def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, **kw)
 
 
-def helm_template(*args: str) -> subprocess.CompletedProcess:
-    return _run([_tool(HELM), "template", RELEASE, str(CHART), "--namespace", NAMESPACE, *args])
+def helm_template(*args: str, pinned: bool = True) -> subprocess.CompletedProcess:
+    return _run([_tool(HELM), "template", RELEASE, str(CHART), "--namespace", NAMESPACE,
+                 *(TEST_VALUES if pinned else []), *args])
 
 
 @lru_cache(maxsize=None)
 def rendered(scenario: str) -> str:
-    proc = helm_template(*_values_args(scenario))
+    proc = helm_template(*_values_args(scenario), pinned=False)
     assert proc.returncode == 0, f"helm template ({scenario}) failed:\n{proc.stderr}"
     return proc.stdout
 
@@ -70,14 +73,16 @@ def manifests(scenario: str) -> tuple[dict, ...]:
     return tuple(d for d in yaml.safe_load_all(rendered(scenario)) if d)
 
 
-def find(scenario: str, kind: str, name: str | None = None) -> list[dict]:
+def find(scenario: str, kind: str, name: str | None = None, namespace: str | None = NAMESPACE) -> list[dict]:
+    """Objects of `kind` (and `name`) in `namespace` (None: any); no namespace = the release's."""
     return [m for m in manifests(scenario)
-            if m["kind"] == kind and (name is None or m["metadata"]["name"] == name)]
+            if m["kind"] == kind and (name is None or m["metadata"]["name"] == name)
+            and (namespace is None or m["metadata"].get("namespace", NAMESPACE) == namespace)]
 
 
-def one(scenario: str, kind: str, name: str) -> dict:
-    found = find(scenario, kind, name)
-    assert len(found) == 1, f"{kind}/{name} in {scenario}: {len(found)} found"
+def one(scenario: str, kind: str, name: str, namespace: str = NAMESPACE) -> dict:
+    found = find(scenario, kind, name, namespace)
+    assert len(found) == 1, f"{kind}/{name} in {scenario} ({namespace}): {len(found)} found"
     return found[0]
 
 
@@ -158,6 +163,15 @@ def test_kubernetes_validate_strict_rejects_unknown_fields(tmp_path):
         (["--set", "minio.resources=null"], "resources"),
         (["--set", "credentials.existingSecret=Not_A_Name"], "existingSecret"),
         (["--set", "unknownTopLevel=1"], "unknownTopLevel"),
+        (["--set", "config.extra.FOO=bar"], "extra"),  # reached no pipeline pod: removed
+        (["--set", "minio.image.digest=sha256:abc"], "digest"),
+        (["--set", "mlflow.auth.enabled=true"], "mlflow.auth.existingSecret"),
+        (["--set", "mlflow.auth.enabled=true", "--set", "mlflow.auth.existingSecret=a",
+          "--set", "mlflow.backendStore.type=postgresql", "--set", "mlflow.backendStore.postgresql.existingSecret=db"],
+         "sqlite"),
+        (["--set", "mlflow.corsAllowedOrigins[0]=mlflow.example.com"], "corsAllowedOrigins"),
+        (["--set", "pipelineNamespaces[0]=Team_A"], "pipelineNamespaces"),
+        (["--set", "podAnnotations.a=1", "--set-json", "podAnnotations.b=1"], "podAnnotations"),
     ],
 )
 def test_invalid_values_are_rejected(values, message):
@@ -194,7 +208,7 @@ def test_pods_are_non_root_read_only_and_bounded(scenario):
             for kind in ("requests", "limits"):
                 assert {"cpu", "memory"} <= set(res.get(kind, {})), f"{where}: {kind} {res}"
             image = container["image"]
-            assert re.fullmatch(r"[\w.\-/]+:[\w.\-]+", image) and not image.endswith(":latest"), where
+            assert re.fullmatch(r"[\w.\-/]+(:[\w.\-]+|@sha256:[0-9a-f]{64})", image) and not image.endswith(":latest"), where
             # Writable places are volumes (the root filesystem is read-only).
             mounts = {m["mountPath"] for m in container.get("volumeMounts", [])}
             assert "/tmp" in mounts, where
@@ -249,8 +263,10 @@ def test_values_file_has_no_credentials():
 
 def test_generated_credentials_are_random_and_kept_on_upgrade():
     a = one("default", "Secret", "clasflow-credentials")
-    b = yaml.safe_load(helm_template("--show-only", "templates/secret.yaml").stdout)
+    b = next(yaml.safe_load_all(helm_template("--show-only", "templates/secret.yaml").stdout))
     assert a["data"]["AWS_SECRET_ACCESS_KEY"] != b["data"]["AWS_SECRET_ACCESS_KEY"]
+    # One generated pair per render, the same in every namespace the pipeline runs in.
+    assert one("default", "Secret", "clasflow-credentials", "kubeflow")["data"] == a["data"]
     template = (CHART / "templates" / "secret.yaml").read_text()
     # An upgrade reads the Secret already in the cluster and keeps its values.
     assert re.search(r'lookup "v1" "Secret" \.Release\.Namespace', template)
@@ -266,22 +282,22 @@ def test_default_install():
     assert data["CLASFLOW_S3_ENDPOINT"] == f"http://clasflow-minio.{NAMESPACE}.svc.cluster.local:9000"
     assert data["MLFLOW_TRACKING_URI"] == f"http://clasflow-mlflow.{NAMESPACE}.svc.cluster.local:5000"
     assert data["CLASFLOW_ARTIFACT_ROOT"] == "s3://clasflow/runs"
-    assert data["CLASFLOW_CREDENTIALS_SECRET"] == "clasflow-credentials"
-    assert data["MLFLOW_EXPERIMENT_NAME"] == "flowers102-quickstart"
+    assert data["AWS_DEFAULT_REGION"] == "us-east-1"
     assert set(one("default", "Secret", "clasflow-credentials")["data"]) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
 
     minio = one("default", "Deployment", "clasflow-minio")["spec"]["template"]["spec"]["containers"][0]
-    assert re.fullmatch(r"minio/minio:RELEASE\.\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ", minio["image"])
+    pin = yaml.safe_load(Path(TEST_VALUES[1]).read_text())["minio"]["image"]["digest"]
+    assert minio["image"] == f"minio/minio@{pin}"
     assert env_of(minio)["MINIO_ROOT_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
         "name": "clasflow-credentials", "key": "AWS_SECRET_ACCESS_KEY"}
     assert one("default", "PersistentVolumeClaim", "clasflow-minio")["spec"]["resources"]["requests"]["storage"] == "50Gi"
 
     job = one("default", "Job", "clasflow-buckets")
     assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
-    mc = job["spec"]["template"]["spec"]["containers"][0]
-    assert mc["image"].startswith("minio/mc:RELEASE.")
-    assert env_of(mc)["BUCKETS"]["value"] == "clasflow"
-    assert "mc mb --ignore-existing" in mc["args"][0]
+    buckets = job["spec"]["template"]["spec"]["containers"][0]
+    assert buckets["image"] == "ghcr.io/clasflow/clasflow-cpu:0.1.0"  # no minio/mc image any more
+    assert env_of(buckets)["BUCKETS"]["value"] == "clasflow"
+    assert "create_bucket" in buckets["args"][0]
 
     mlflow_dep = one("default", "Deployment", "clasflow-mlflow")
     mlflow = mlflow_dep["spec"]["template"]["spec"]["containers"][0]
@@ -310,7 +326,6 @@ def test_external_s3():
     data = config_data(s)
     assert data["CLASFLOW_S3_ENDPOINT"] == "https://minio.storage.svc.cluster.local:9000"
     assert data["CLASFLOW_ARTIFACT_ROOT"] == "s3://clasflow-artifacts/runs"
-    assert data["CLASFLOW_CREDENTIALS_SECRET"] == "clasflow-s3"
     mlflow = one(s, "Deployment", "clasflow-mlflow")["spec"]["template"]["spec"]["containers"][0]
     assert "--artifacts-destination=s3://clasflow-artifacts/mlflow" in mlflow["args"]
     assert env_of(mlflow)["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "clasflow-s3"
@@ -339,6 +354,20 @@ def test_ingress_with_tls():
     assert ing["metadata"]["annotations"]["cert-manager.io/cluster-issuer"] == "letsencrypt"
     args = one(s, "Deployment", "clasflow-mlflow")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "mlflow.clasflow.example.com" in next(a for a in args if a.startswith("--allowed-hosts="))
+    # The UI's POST searches carry Origin https://<host>: without it MLflow answers 403.
+    assert "--cors-allowed-origins=https://mlflow.clasflow.example.com" in args
+    assert not [a for a in one("default", "Deployment", "clasflow-mlflow")["spec"]["template"]["spec"]["containers"][0]["args"]
+                if a.startswith("--cors-allowed-origins")]
+
+
+def _upload_job(scenario: str) -> dict:
+    return one(scenario, "Job", "clasflow-pipeline-upload")
+
+
+def _job_args(scenario: str) -> dict[str, str]:
+    container = _upload_job(scenario)["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["python", "-m", "clasflow.kfp_upload"]
+    return dict(a.removeprefix("--").split("=", 1) for a in container["args"])
 
 
 def test_kfp_upload():
@@ -346,40 +375,104 @@ def test_kfp_upload():
     cm = one(s, "ConfigMap", "clasflow-pipeline")
     shipped = (CHART / "files" / "flowers_quickstart.yaml").read_bytes()
     assert base64.b64decode(cm["binaryData"]["flowers_quickstart.yaml"]) == shipped
-    job = one(s, "Job", "clasflow-pipeline-upload")
+    job = _upload_job(s)
     ann = job["metadata"]["annotations"]
     assert ann["helm.sh/hook"] == "post-install,post-upgrade"
     assert int(ann["helm.sh/hook-weight"]) > 0  # after the buckets
     spec = job["spec"]["template"]["spec"]
     c = spec["containers"][0]
     assert c["image"] == "ghcr.io/clasflow/clasflow-cpu:0.1.0"
-    assert c["command"] == ["python", "/pipeline/upload.py"]
-    env = env_of(c)
-    assert env["KFP_HOST"]["value"] == "http://ml-pipeline.kubeflow.svc.cluster.local:8888"
-    assert env["KFP_NAMESPACE"]["value"] == "team-vision"
+    args = _job_args(s)
+    assert args["host"] == "http://ml-pipeline.kubeflow.svc.cluster.local:8888"
+    assert args["namespace"] == "team-vision" and args["registry"] == "ghcr.io/clasflow"
+    assert args["record"] == "clasflow-pipeline-version"
+    defaults = json.loads(args["defaults"])
+    assert defaults["credentials_secret"] == "clasflow-credentials" and defaults["config_map"] == "clasflow-config"
+    assert env_of(c)["KF_PIPELINES_SA_TOKEN_PATH"]["value"] == "/var/run/secrets/kubeflow/pipelines/token"
     token = next(v for v in spec["volumes"] if v["name"] == "kfp-token")
     assert token["projected"]["sources"][0]["serviceAccountToken"]["audience"] == "pipelines.kubeflow.org"
+    # The version id stays readable after the Job is gone: a ConfigMap of the release, which the
+    # Job's ServiceAccount may get/patch and nothing else.
+    assert one(s, "ConfigMap", "clasflow-pipeline-version")["data"] == {}
+    role = one(s, "Role", "clasflow-pipeline-version")
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["configmaps"],
+                              "resourceNames": ["clasflow-pipeline-version"], "verbs": ["get", "patch"]}]
+    binding = one(s, "RoleBinding", "clasflow-pipeline-version")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": RELEASE, "namespace": NAMESPACE}]
+    api = next(v for v in spec["volumes"] if v["name"] == "kube-api")["projected"]["sources"]
+    assert "audience" not in api[0]["serviceAccountToken"] and spec["automountServiceAccountToken"] is False
+    assert not find(s, "RoleBinding", "clasflow-kfp-upload", namespace=None)
+
+
+def test_multi_user_kubeflow():
+    """The pipeline's pods run in the profile namespaces: the Secret (same keys) and the ConfigMap
+    are there too, with fully qualified service addresses; the upload authenticates with the
+    projected token through ml-pipeline-ui, bound to the profile's ClusterRole."""
+    s = "multi-user"
+    release_secret = one(s, "Secret", "clasflow-credentials")
+    release_config = config_data(s)
+    for namespace in ("team-vision", "team-nlp"):
+        secret = one(s, "Secret", "clasflow-credentials", namespace)
+        assert secret["data"] == release_secret["data"]
+        assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+        assert one(s, "ConfigMap", "clasflow-config", namespace)["data"] == release_config
+    assert not find(s, "Secret", namespace="kubeflow"), "pipelineNamespaces replaces the kubeflow default"
+    assert release_config["MLFLOW_TRACKING_URI"].endswith(f".{NAMESPACE}.svc.cluster.local:5000")
+    args = _job_args(s)
+    assert args["host"] == "http://ml-pipeline-ui.kubeflow.svc.cluster.local" and args["namespace"] == "team-vision"
+    binding = one(s, "RoleBinding", "clasflow-kfp-upload", "team-vision")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "kubeflow-pipelines-edit"}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": RELEASE, "namespace": NAMESPACE}]
+    for name, spec in pod_specs(s):
+        assert spec is not None
+    for m in manifests(s):
+        if m["kind"] in ("Deployment", "Job"):
+            assert m["spec"]["template"]["metadata"]["annotations"] == {"sidecar.istio.io/inject": "true"}, m["metadata"]["name"]
+        if m["kind"] == "Pod":
+            assert m["metadata"]["annotations"]["sidecar.istio.io/inject"] == "true"
+    for policy in find(s, "NetworkPolicy"):
+        allowed = {p.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
+                   for p in policy["spec"]["ingress"][0]["from"]}
+        assert {"team-vision", "team-nlp"} <= allowed, policy["metadata"]["name"]
+
+
+def test_the_upload_job_args_drive_the_real_uploader(tmp_path, monkeypatch):
+    """The chart's Job arguments, as rendered, run clasflow.kfp_upload against the local KFP API:
+    the uploaded version carries the chart's settings as parameter defaults."""
+    from clasflow import kfp_upload
+    from pipelines import flowers_quickstart as fq
+    from tests.kfp_api import FakeKfp
+
+    args = _job_args("gpu-cluster")
+    package = fq.compile_package(tmp_path / "p.yaml", {"clasflow-gpu": f"{args['registry']}/clasflow-gpu@sha256:{'ef' * 32}"})
+    (tmp_path / "token").write_text("t0ken")
+    monkeypatch.setenv(kfp_upload.TOKEN_PATH_VAR, str(tmp_path / "token"))
+    with FakeKfp("t0ken") as kfp:
+        argv = [f"--{k}={v}" for k, v in args.items() if k not in ("file", "host", "record")]
+        assert kfp_upload.main(["--file", str(package), "--host", kfp.url, *argv]) == 0
+        (version,) = [v for vs in kfp.versions.values() for v in vs]
+        params = kfp.specs[version["pipeline_version_id"]]["root"]["inputDefinitions"]["parameters"]
+    values = yaml.safe_load((CI_VALUES / "gpu-cluster-values.yaml").read_text())
+    assert params["gpu_node_selector"]["defaultValue"] == values["gpu"]["nodeSelector"]
+    assert params["gpu_tolerations"]["defaultValue"] == values["gpu"]["tolerations"]
+    assert params["image_pull_secret"]["defaultValue"] == values["imagePullSecrets"][0]["name"]
+    assert params["credentials_secret"]["defaultValue"] == values["externalS3"]["existingSecret"]
 
 
 def test_existing_secret():
     s = "existing-secret"
-    assert not find(s, "Secret")
-    assert config_data(s)["CLASFLOW_CREDENTIALS_SECRET"] == "team-clasflow-credentials"
+    assert not find(s, "Secret", namespace=None)
     refs = set(re.findall(r"secretKeyRef:\s+name: (\S+)", rendered(s)))
     assert refs == {"team-clasflow-credentials"}, refs
 
 
 def test_gpu_nodes():
     s = "gpu"
-    data = config_data(s)
-    assert json.loads(data["CLASFLOW_GPU_NODE_SELECTOR"]) == {"nvidia.com/gpu.present": "true", "node-pool": "gpu-h100"}
-    tolerations = json.loads(data["CLASFLOW_GPU_TOLERATIONS"])
-    assert {"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"} in tolerations
-    assert data["CLASFLOW_GPU_RESOURCE"] == "nvidia.com/gpu"
+    values = yaml.safe_load((CI_VALUES / "gpu-values.yaml").read_text())
     pod = one(s, "Pod", "clasflow-gpu-check")
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
-    assert pod["spec"]["nodeSelector"] == json.loads(data["CLASFLOW_GPU_NODE_SELECTOR"])
-    assert pod["spec"]["tolerations"] == tolerations
+    assert pod["spec"]["nodeSelector"] == values["gpu"]["nodeSelector"]
+    assert pod["spec"]["tolerations"] == values["gpu"]["tolerations"]
     c = pod["spec"]["containers"][0]
     assert c["image"] == "ghcr.io/clasflow/clasflow-gpu:0.1.0"
     assert c["resources"]["limits"]["nvidia.com/gpu"] == 1 and c["resources"]["requests"]["nvidia.com/gpu"] == 1
@@ -390,6 +483,52 @@ def test_gpu_nodes():
     for pvc in find(s, "PersistentVolumeClaim"):
         assert pvc["spec"]["storageClassName"] == "fast-ssd"
     assert all("storageClassName" not in p["spec"] for p in find("default", "PersistentVolumeClaim"))
+
+
+def test_mlflow_basic_auth():
+    s = "mlflow-auth"
+    c = one(s, "Deployment", "clasflow-mlflow")["spec"]["template"]["spec"]["containers"][0]
+    assert "--app-name=basic-auth" in c["args"]
+    env = env_of(c)
+    for key in ("MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"):
+        assert env[key]["valueFrom"]["secretKeyRef"] == {"name": "mlflow-admin", "key": key}
+    ini = one(s, "ConfigMap", "clasflow-mlflow-auth")["data"]["basic_auth.ini"]
+    assert env["MLFLOW_AUTH_CONFIG_PATH"]["value"] == "/mlflow/auth/basic_auth.ini"
+    assert "database_uri = sqlite:////mlflow/data/basic_auth.db" in ini and "default_permission = NO_PERMISSIONS" in ini
+    assert "admin_password" not in ini
+    mounts = {m["mountPath"] for m in c["volumeMounts"]}
+    assert {"/mlflow/auth", "/mlflow/data"} <= mounts
+    # The installed MLflow has this app (the image pins the same version).
+    proc = _run([str(BIN / "mlflow"), "server", "--help"])
+    assert "--app-name [basic-auth]" in proc.stdout
+
+
+def test_network_policy_limits_who_reaches_minio_and_mlflow():
+    for s in ("default", "ingress-tls"):
+        policies = {p["metadata"]["name"]: p["spec"] for p in find(s, "NetworkPolicy")}
+        assert set(policies) == {"clasflow-minio", "clasflow-mlflow"}, s
+        for name, spec in policies.items():
+            component = name.removeprefix("clasflow-")
+            assert spec["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == component
+            assert spec["policyTypes"] == ["Ingress"]
+            (rule,) = spec["ingress"]
+            peers = rule["from"]
+            assert {"podSelector": {}} in peers  # the release namespace itself
+            namespaces = {p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for p in peers if "namespaceSelector" in p}
+            expected = {"kubeflow"} | ({"ingress-nginx"} if (s, component) == ("ingress-tls", "mlflow") else set())
+            assert namespaces == expected, (s, name, namespaces)
+            ports = {p["port"] for p in rule["ports"]}
+            assert ports == ({9000, 9001} if component == "minio" else {5000})
+    assert not find("external-s3", "NetworkPolicy", "clasflow-minio")
+    assert not helm_template("--set", "networkPolicy.enabled=false").stdout.count("kind: NetworkPolicy")
+
+
+def test_minio_must_be_pinned_by_digest():
+    proc = helm_template(pinned=False)
+    assert proc.returncode != 0
+    assert "minio.image.digest is required" in proc.stderr and "no longer publishes community images" in proc.stderr
+    assert helm_template("--set", "minio.enabled=false", "--set", "externalS3.endpoint=https://s3.example.com",
+                         "--set", "externalS3.existingSecret=s3", pinned=False).returncode == 0
 
 
 def test_external_mlflow():
@@ -408,19 +547,27 @@ def test_gpu_cluster_example_from_the_docs():
     assert ing["spec"]["tls"][0]["secretName"] == "clasflow-mlflow-tls"
 
 
-def test_notes_say_how_to_open_mlflow_and_submit():
-    proc = _run([_tool(HELM), "install", RELEASE, str(CHART), "--dry-run=client", "--namespace", NAMESPACE])
+def _notes(*values: str) -> str:
+    proc = _run([_tool(HELM), "install", RELEASE, str(CHART), "--dry-run=client", "--namespace", NAMESPACE, *TEST_VALUES, *values])
     assert proc.returncode == 0, proc.stderr
-    notes = proc.stdout.split("NOTES:", 1)[1]
+    return proc.stdout.split("NOTES:", 1)[1]
+
+
+def test_notes_say_how_to_open_mlflow_and_submit():
+    notes = _notes()
     assert "port-forward svc/clasflow-mlflow 5000:5000" in notes
     assert "run create" in notes and "pipelines/flowers_quickstart.yaml" in notes
     assert "valid_top1" in notes and "flowers102-quickstart" in notes
-    assert "clasflow-credentials" in notes and "clasflow-config" in notes
-    assert "NOTE:" not in notes  # the default names are the compiled pipeline's
-    proc = _run([_tool(HELM), "install", RELEASE, str(CHART), "--dry-run=client", "--namespace", NAMESPACE,
-                 *_values_args("external-s3")])
-    assert proc.returncode == 0, proc.stderr
-    assert "NOTE: the compiled pipeline reads Secret clasflow-credentials" in proc.stdout
+    assert "in kubeflow (pipelineNamespaces)" in notes
+    assert "credentials_secret=clasflow-credentials config_map=clasflow-config" in notes
+    assert "helm test clasflow -n ml --timeout 30m" in notes and "keep it internal" in notes
+    notes = _notes("-f", str(CI_VALUES / "external-s3-values.yaml"))
+    assert "credentials_secret=clasflow-s3" in notes and "create it in each of these namespaces" in notes
+    notes = _notes("-f", str(CI_VALUES / "multi-user-values.yaml"))
+    assert "in team-vision, team-nlp (pipelineNamespaces)" in notes
+    assert '--existing-token "$TOKEN" --namespace team-vision run create' in notes
+    assert "get configmap clasflow-pipeline-version -o jsonpath='{.data.version_id}'" in notes
+    assert "--pipeline-id <pipeline_id> --version <version_id>" in notes
 
 
 # ----------------------------------------------------------------------------- shared settings
@@ -436,8 +583,6 @@ def test_chart_defaults_match_images_env():
     assert str(chart["appVersion"]) == env["IMAGE_TAG"]
     assert (values["image"]["gpu"], values["image"]["cpu"], values["image"]["mlflow"]) == (
         env["IMAGE_GPU"], env["IMAGE_CPU"], env["IMAGE_MLFLOW"])
-    data = config_data("default")
-    assert (data["CLASFLOW_IMAGE_REGISTRY"], data["CLASFLOW_IMAGE_TAG"]) == (env["IMAGE_REGISTRY"], env["IMAGE_TAG"])
 
 
 def test_shipped_pipeline_matches_the_compiled_one():
@@ -487,69 +632,3 @@ def test_the_shipped_pipeline_finds_what_the_chart_installs():
     assert seen, "the pipeline reads neither the ConfigMap nor the Secret"
     gpu_check = one("default", "Pod", "clasflow-gpu-check")["spec"]
     assert gpu_check["nodeSelector"] == defaults["gpu_node_selector"]
-
-
-# ----------------------------------------------------------------------------- the upload script
-
-
-FAKE_KFP = textwrap.dedent('''
-    import json, os, types
-    LOG = os.environ["FAKE_KFP_LOG"]
-    def _log(*call):
-        with open(LOG, "a") as f:
-            f.write(json.dumps(call) + "\\n")
-    class Client:
-        def __init__(self, host=None, namespace="kubeflow", **kw):
-            _log("init", host, namespace)
-        def get_pipeline_id(self, name):
-            _log("get_pipeline_id", name)
-            return os.environ.get("FAKE_KFP_EXISTING") or None
-        def upload_pipeline(self, path, pipeline_name=None, description=None, namespace=None):
-            _log("upload_pipeline", pipeline_name, namespace)
-            return types.SimpleNamespace(pipeline_id="p-1")
-        def upload_pipeline_version(self, path, pipeline_version_name, pipeline_id=None, **kw):
-            _log("upload_pipeline_version", pipeline_version_name, pipeline_id)
-            return types.SimpleNamespace(pipeline_version_id="v-2")
-''')
-
-
-def _upload(tmp_path, pipeline_text: str, existing: str = "") -> tuple[subprocess.CompletedProcess, list]:
-    script = one("kfp-upload", "ConfigMap", "clasflow-pipeline")["data"]["upload.py"]
-    (tmp_path / "fake").mkdir(exist_ok=True)
-    (tmp_path / "fake" / "kfp.py").write_text(FAKE_KFP)
-    (tmp_path / "upload.py").write_text(script)
-    (tmp_path / "pipeline.yaml").write_text(pipeline_text)
-    log = tmp_path / "calls.jsonl"
-    log.unlink(missing_ok=True)
-    env = {**os.environ, "PYTHONPATH": str(tmp_path / "fake"), "FAKE_KFP_LOG": str(log),
-           "FAKE_KFP_EXISTING": existing, "PIPELINE_FILE": str(tmp_path / "pipeline.yaml"),
-           "KFP_HOST": "http://kfp.test:8888", "KFP_NAMESPACE": "team-vision",
-           "PIPELINE_NAME": "flowers102-quickstart", "PIPELINE_VERSION": "0.1.0-r1"}
-    proc = subprocess.run([sys.executable, str(tmp_path / "upload.py")], capture_output=True, text=True,
-                          env=env, timeout=60)
-    calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-    return proc, calls
-
-
-COMPILED = "pipelineInfo:\n  name: flowers102-quickstart\nroot:\n  dag: {}\nschemaVersion: 2.1.0\n" \
-           "---\nplatforms:\n  kubernetes: {}\n"
-
-
-def test_upload_script_refuses_the_placeholder(tmp_path):
-    proc, calls = _upload(tmp_path, (CHART / "files" / "flowers_quickstart.yaml").read_text()
-                          if not (REPO / "pipelines" / "flowers_quickstart.yaml").is_file() else "# placeholder\n")
-    assert proc.returncode != 0
-    assert "make chart-sync" in proc.stderr
-    assert calls == []
-
-
-def test_upload_script_creates_then_versions(tmp_path):
-    proc, calls = _upload(tmp_path, COMPILED)
-    assert proc.returncode == 0, proc.stderr
-    assert calls[0] == ["init", "http://kfp.test:8888", "team-vision"]
-    assert calls[-1] == ["upload_pipeline", "flowers102-quickstart", "team-vision"]
-
-    proc, calls = _upload(tmp_path, COMPILED, existing="p-1")
-    assert proc.returncode == 0, proc.stderr
-    assert calls[-1][0] == "upload_pipeline_version" and calls[-1][2] == "p-1"
-    assert re.fullmatch(r"0\.1\.0-r1-\d{8}t\d{6}", calls[-1][1])

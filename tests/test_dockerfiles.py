@@ -276,6 +276,27 @@ def test_make_images_without_a_docker_engine_says_so():
     assert "no Docker engine" in proc.stderr and "make images" in proc.stderr
 
 
+def test_make_release_needs_a_registry_and_a_docker_engine():
+    proc = _make("release", "DOCKER=false")
+    assert proc.returncode == 2 and "set REGISTRY=" in proc.stderr
+    proc = _make("release", "REGISTRY=registry.example.com/ml", "DOCKER=false")
+    assert proc.returncode != 0
+    assert "no Docker engine" in proc.stderr and "make release" in proc.stderr
+    assert "docker push" not in proc.stdout and "compile" not in proc.stdout  # stopped before anything
+
+
+def test_make_release_pushes_pins_compiles_and_syncs():
+    proc = _make("-n", "release", "REGISTRY=registry.example.com/ml")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    refs = [f"registry.example.com/ml/{name}:0.1.0" for name in ("clasflow-gpu", "clasflow-cpu", "clasflow-mlflow")]
+    assert f"for ref in {' '.join(refs)}; do docker push $ref" in out
+    steps = ["docker push", "RepoDigests", "compile --images images/release.env",
+             "cp pipelines/flowers_quickstart.yaml charts/clasflow/files/flowers_quickstart.yaml"]
+    positions = [out.index(step) for step in steps]
+    assert positions == sorted(positions), out
+
+
 def test_make_images_and_push_use_the_shared_names():
     proc = _make("-n", "push", CLASFLOW_IMAGE_TAG="7.7.7")
     assert proc.returncode == 0, proc.stderr

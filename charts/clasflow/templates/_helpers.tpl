@@ -101,6 +101,33 @@ storageClassName: {{ $class | quote }}
 {{- end }}
 {{- end }}
 
+{{/* The pipelineNamespaces other than the release namespace, as a JSON list. */}}
+{{- define "clasflow.pipelineNamespaces" -}}
+{{- without (.Values.pipelineNamespaces | uniq) .Release.Namespace | toJson }}
+{{- end }}
+
+{{/* MinIO's image, pinned by digest. */}}
+{{- define "clasflow.minioImage" -}}
+{{- printf "%s@%s" .Values.minio.image.repository .Values.minio.image.digest }}
+{{- end }}
+
+{{/* Pod template metadata of every pod of the chart: labels and podAnnotations.
+Call with (dict "ctx" $ "component" "minio"). */}}
+{{- define "clasflow.podMetadata" -}}
+labels:
+  {{- include "clasflow.labels" . | nindent 2 }}
+{{- with .ctx.Values.podAnnotations }}
+annotations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* The pipeline parameter defaults the upload job writes from these values (JSON). */}}
+{{- define "clasflow.pipelineDefaults" -}}
+{{- $d := dict "credentials_secret" (include "clasflow.credentialsSecret" .) "config_map" .Values.config.name "experiment" .Values.config.experimentName "gpu_resource" .Values.gpu.resourceName "gpu_node_selector" (.Values.gpu.nodeSelector | default dict) "gpu_tolerations" (.Values.gpu.tolerations | default list) "image_pull_secret" ((first (.Values.imagePullSecrets | default (list (dict "name" "")))).name) }}
+{{- toJson $d }}
+{{- end }}
+
 {{/* Pod-level settings shared by every pod of the chart. */}}
 {{- define "clasflow.podCommon" -}}
 serviceAccountName: {{ include "clasflow.fullname" . }}
@@ -144,6 +171,9 @@ affinity:
 
 {{/* Values that cannot work together: fail with a message that says what to set. */}}
 {{- define "clasflow.validate" -}}
+{{- if and .Values.minio.enabled (not (regexMatch "^sha256:[0-9a-f]{64}$" .Values.minio.image.digest)) }}
+{{- fail (printf "minio.image.digest is required (sha256:<64 hex>): MinIO no longer publishes community images, so pin the image you build or mirror, e.g. `docker buildx imagetools inspect %s:%s` prints its digest; or set minio.enabled=false and use externalS3 (see docs/gpu-cluster.md)" .Values.minio.image.repository .Values.minio.image.tag) }}
+{{- end }}
 {{- if not .Values.minio.enabled }}
 {{- if not .Values.externalS3.endpoint }}
 {{- fail "minio.enabled=false needs externalS3.endpoint (the URL of your S3/MinIO)" }}
@@ -163,6 +193,14 @@ affinity:
 {{- if and .Values.mlflow.ingress.enabled (not .Values.mlflow.ingress.host) }}
 {{- fail "mlflow.ingress.enabled=true needs mlflow.ingress.host" }}
 {{- end }}
+{{- if .Values.mlflow.auth.enabled }}
+{{- if not .Values.mlflow.auth.existingSecret }}
+{{- fail "mlflow.auth.enabled=true needs mlflow.auth.existingSecret (MLFLOW_AUTH_ADMIN_USERNAME, MLFLOW_AUTH_ADMIN_PASSWORD, MLFLOW_FLASK_SERVER_SECRET_KEY)" }}
+{{- end }}
+{{- if ne .Values.mlflow.backendStore.type "sqlite" }}
+{{- fail "mlflow.auth.enabled=true keeps MLflow's user database on the sqlite volume: use backendStore.type=sqlite, or keep MLflow internal (ingress off, networkPolicy on) behind your own authenticating proxy" }}
+{{- end }}
+{{- end }}
 {{- else if not .Values.externalMlflow.trackingUri }}
 {{- fail "mlflow.enabled=false needs externalMlflow.trackingUri" }}
 {{- end }}
@@ -171,7 +209,7 @@ affinity:
 
 {{/*
 Credentials never go into plain values: refuse a key that looks like one.
-Usage: include "clasflow.refuseCredential" (list "config.extra" $key)
+Usage: include "clasflow.refuseCredential" (list "mlflow.extraEnv" $name)
 */}}
 {{- define "clasflow.refuseCredential" -}}
 {{- $where := index . 0 -}}{{- $key := index . 1 -}}
