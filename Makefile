@@ -58,12 +58,14 @@ compile: setup
 	$(MAKE) chart-sync
 
 # Submit the compiled pipeline to a Kubeflow Pipelines API (see README, "Run on a GPU cluster").
-KFP_EXPERIMENT ?= flowers102
+# Multi-user Kubeflow: KFP_NAMESPACE=<profile> KFP_TOKEN=<token, audience pipelines.kubeflow.org>.
+KFP_EXPERIMENT ?= flowers102-quickstart
 KFP_RUN_NAME   ?= quickstart-$(shell date +%Y%m%d-%H%M%S)
 RUN_ARGS       ?=
 submit: setup
 	@test -n "$(KFP_ENDPOINT)" || { echo "make submit: set KFP_ENDPOINT=http://<kfp api>" >&2; exit 2; }
-	$(BIN)/kfp --endpoint "$(KFP_ENDPOINT)" run create -e "$(KFP_EXPERIMENT)" -r "$(KFP_RUN_NAME)" \
+	$(BIN)/kfp --endpoint "$(KFP_ENDPOINT)" $(if $(KFP_NAMESPACE),--namespace "$(KFP_NAMESPACE)") \
+	  $(if $(KFP_TOKEN),--existing-token "$(KFP_TOKEN)") run create -e "$(KFP_EXPERIMENT)" -r "$(KFP_RUN_NAME)" \
 	  -f pipelines/flowers_quickstart.yaml $(RUN_ARGS)
 
 # The fault-injection and bad-input suites, with the table of the README's "Reliability" section.
