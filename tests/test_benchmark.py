@@ -6,6 +6,7 @@ import json
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from clasflow.cli import main
@@ -204,3 +205,36 @@ def test_bench_cpu_side_by_side(tmp_path):
     assert all(r["paddle_ms_p50"] > 0 and r["onnxruntime_ms_p50"] > 0 for r in rows)
     assert set(figures["models"]["MobileNetV3_large_x1_0"]["export_max_abs_diff"]) == {"paddle_inference", "onnxruntime"}
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("clasflow-bench-")]  # its exports are cleaned up
+
+
+def test_cuda_runtime_through_cuda_python_without_a_gpu():
+    """cuda-bindings imports here; with no driver every call reports it instead of crashing."""
+    from clasflow.benchmark.cuda import CudaError, CudaRuntime, gpu_name, version_text
+
+    if _gpu_here():
+        pytest.skip("a GPU is present")
+    cuda = CudaRuntime.load()
+    assert cuda is not None  # cuda-bindings is in the lock
+    assert cuda.device_count() == 0
+    assert cuda.device_name(0) is None and cuda.compute_capability(0) is None
+    assert cuda.runtime_version() == "12.9"  # the runtime cuda-bindings 12.9 carries
+    with pytest.raises(CudaError, match="cudaMalloc"):
+        cuda.malloc(16)
+    assert gpu_name(0) == "gpu0"
+    assert version_text(12060) == "12.6" and version_text(13000) == "13.0"
+
+
+def test_open_backend_gives_logits(model_dir):
+    from clasflow.benchmark import Skip, make_context, open_backend
+
+    ctx = make_context(model_dir, max_batch=2, threads=2)
+    batch = np.random.default_rng(0).standard_normal((2, 3, SIZE, SIZE)).astype(np.float32)
+    logits = {}
+    for backend in ("paddle", "onnxruntime"):
+        runner, _ = open_backend(ctx, backend)
+        logits[backend] = runner.run(batch)
+        runner.close()
+    assert logits["paddle"].shape == (2, ctx.meta["class_num"])
+    np.testing.assert_allclose(logits["paddle"], logits["onnxruntime"], rtol=1e-3, atol=1e-3)
+    with pytest.raises(Skip, match="--device gpu"):
+        open_backend(ctx, "tensorrt", "cpu")
