@@ -24,10 +24,10 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 RUN uv venv --python /usr/local/bin/python3.11 /opt/venv
 WORKDIR /src
 COPY requirements.lock ./
-RUN grep -E '^(mlflow|boto3)==' requirements.lock > /tmp/server.txt \
+RUN grep -E '^(mlflow|boto3|flask-wtf|wtforms)==' requirements.lock > /tmp/server.txt \
  && echo "psycopg2-binary==${PSYCOPG2_VERSION}" >> /tmp/server.txt \
  && uv pip install -r /tmp/server.txt --constraint requirements.lock \
- && /opt/venv/bin/python -c "import boto3, psycopg2, mlflow; print('mlflow', mlflow.__version__)"
+ && /opt/venv/bin/python -c "import boto3, psycopg2, mlflow, flask_wtf; print('mlflow', mlflow.__version__)"
 
 # ---------------------------------------------------------------- runtime
 FROM ${PYTHON_IMAGE} AS runtime

@@ -26,6 +26,7 @@ class _Service:
 
     health_path = "/"
     start_timeout = 180.0
+    env: dict[str, str] = {}  # added to this process's environment
 
     def __init__(self, workdir: Path):
         self.workdir = Path(workdir)
@@ -38,7 +39,9 @@ class _Service:
 
     def start(self) -> None:
         log = open(self.workdir / f"{type(self).__name__}.log", "ab")
-        self.proc = subprocess.Popen(self.command(), cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        env = {**os.environ, **self.env} if self.env else None
+        self.proc = subprocess.Popen(self.command(), cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT,
+                                     start_new_session=True, env=env)
         deadline = time.time() + self.start_timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -69,11 +72,15 @@ class _Service:
 class MlflowServer(_Service):
     health_path = "/health"
 
+    def __init__(self, workdir: Path, extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None):
+        super().__init__(workdir)
+        self.extra_args, self.env = tuple(extra_args), dict(env or {})
+
     def command(self) -> list[str]:
         return [
             str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
             "--backend-store-uri", f"sqlite:///{self.workdir / 'mlflow.db'}",
-            "--artifacts-destination", str(self.workdir / "artifacts"),
+            "--artifacts-destination", str(self.workdir / "artifacts"), *self.extra_args,
         ]
 
 

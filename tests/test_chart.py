@@ -632,3 +632,92 @@ def test_the_shipped_pipeline_finds_what_the_chart_installs():
     assert seen, "the pipeline reads neither the ConfigMap nor the Secret"
     gpu_check = one("default", "Pod", "clasflow-gpu-check")["spec"]
     assert gpu_check["nodeSelector"] == defaults["gpu_node_selector"]
+
+
+# ----------------------------------------------------------------------------- the rendered settings against real services
+
+
+def _mlflow_args(scenario: str) -> list[str]:
+    c = one(scenario, "Deployment", "clasflow-mlflow")["spec"]["template"]["spec"]["containers"][0]
+    return [a for a in c["args"] if a.startswith(("--allowed-hosts=", "--cors-allowed-origins=", "--app-name="))]
+
+
+SEARCH = "/ajax-api/2.0/mlflow/experiments/search"
+
+
+@pytest.mark.slow
+def test_mlflow_behind_the_ingress_accepts_the_ui_origin(tmp_path):
+    """A real `mlflow server` with the chart's --allowed-hosts and --cors-allowed-origins: the UI's
+    POST search through the ingress (Host and Origin of the ingress host) succeeds; another
+    origin is still blocked, as is the ingress origin without the chart's CORS flag."""
+    import requests
+
+    from tests.services import MlflowServer
+
+    args = _mlflow_args("ingress-tls")
+    headers = {"Host": "mlflow.clasflow.example.com", "Origin": "https://mlflow.clasflow.example.com"}
+    for flags, expected in ((args, 200), ([a for a in args if not a.startswith("--cors")], 403)):
+        (tmp_path / str(expected)).mkdir()
+        with MlflowServer(tmp_path / str(expected), extra_args=tuple(flags)) as server:
+            answer = requests.post(server.url + SEARCH, json={"max_results": 5}, headers=headers, timeout=30)
+            assert answer.status_code == expected, (flags, answer.status_code, answer.text[:200])
+            if expected == 200:
+                assert "experiments" in answer.json()
+                evil = requests.post(server.url + SEARCH, json={"max_results": 5}, timeout=30,
+                                     headers={**headers, "Origin": "https://evil.example.com"})
+                assert evil.status_code == 403
+            else:
+                assert "Cross-origin request blocked" in answer.text
+
+
+@pytest.mark.slow
+def test_mlflow_basic_auth_as_the_chart_configures_it(tmp_path):
+    """The chart's basic_auth.ini and Secret keys on a real `mlflow server --app-name basic-auth`:
+    /health (the probes) stays open, the API wants the admin's password."""
+    import requests
+
+    from tests.services import MlflowServer
+
+    s = "mlflow-auth"
+    ini = one(s, "ConfigMap", "clasflow-mlflow-auth")["data"]["basic_auth.ini"]
+    (tmp_path / "auth.ini").write_text(ini.replace("sqlite:////mlflow/data/", f"sqlite:///{tmp_path}/"))
+    env = {"MLFLOW_AUTH_CONFIG_PATH": str(tmp_path / "auth.ini"), "MLFLOW_AUTH_ADMIN_USERNAME": "admin",
+           "MLFLOW_AUTH_ADMIN_PASSWORD": "a-long-test-password-1", "MLFLOW_FLASK_SERVER_SECRET_KEY": "k" * 32}
+    c = one(s, "Deployment", "clasflow-mlflow")["spec"]["template"]["spec"]["containers"][0]
+    assert set(env) <= set(env_of(c))
+    headers = {"Host": "mlflow.example.com", "Origin": "http://mlflow.example.com"}
+    with MlflowServer(tmp_path, extra_args=tuple(_mlflow_args(s)), env=env) as server:
+        assert requests.get(server.url + "/health", timeout=30).status_code == 200
+        anonymous = requests.post(server.url + SEARCH, json={"max_results": 5}, headers=headers, timeout=30)
+        assert anonymous.status_code == 401
+        admin = requests.post(server.url + SEARCH, json={"max_results": 5}, headers=headers, timeout=30,
+                              auth=("admin", env["MLFLOW_AUTH_ADMIN_PASSWORD"]))
+        assert admin.status_code == 200, admin.text[:200]
+    assert (tmp_path / "basic_auth.db").is_file()
+
+
+def test_the_bucket_job_creates_missing_buckets_and_keeps_the_others(tmp_path):
+    """The bucket job's script, as rendered, against moto's S3 server: missing buckets are made
+    (with the region's location constraint), an existing one keeps its objects, a rerun (every
+    upgrade) changes nothing."""
+    import boto3
+
+    from tests.services import MotoServer
+
+    c = one("default", "Job", "clasflow-buckets")["spec"]["template"]["spec"]["containers"][0]
+    assert c["command"] == ["python", "-c"]
+    with MotoServer(tmp_path) as moto:
+        creds = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
+        env = {**os.environ, **creds, "S3_ENDPOINT": moto.url, "AWS_DEFAULT_REGION": "eu-west-1",
+               "BUCKETS": "clasflow extra-bucket", "HOME": str(tmp_path)}
+        s3 = boto3.client("s3", endpoint_url=moto.url, region_name="eu-west-1", aws_access_key_id="test",
+                          aws_secret_access_key="test")
+        s3.create_bucket(Bucket="clasflow", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        s3.put_object(Bucket="clasflow", Key="runs/keep.txt", Body=b"kept")
+        for _ in range(2):
+            proc = subprocess.run([sys.executable, "-c", c["args"][0]], env=env, capture_output=True, text=True, timeout=120)
+            assert proc.returncode == 0, proc.stderr
+            assert "buckets ready: clasflow extra-bucket" in proc.stdout
+        assert {b["Name"] for b in s3.list_buckets()["Buckets"]} == {"clasflow", "extra-bucket"}
+        assert s3.get_bucket_location(Bucket="extra-bucket")["LocationConstraint"] == "eu-west-1"
+        assert s3.get_object(Bucket="clasflow", Key="runs/keep.txt")["Body"].read() == b"kept"
