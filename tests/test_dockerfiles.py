@@ -196,9 +196,11 @@ def test_mlflow_image():
     source = text("mlflow")
     defaults = arg_defaults(source)
     assert re.fullmatch(r"python:3\.11\.\d+-slim-\w+", defaults["PYTHON_IMAGE"])
-    # mlflow and boto3 at the lock's pins (read from the lock at build time), psycopg2-binary pinned.
-    assert "grep -E '^(mlflow|boto3)==' requirements.lock" in source
-    assert {"mlflow", "boto3"} <= set(LOCK)
+    # mlflow, boto3 and flask-wtf (mlflow's basic-auth app) at the lock's pins (read from the lock
+    # at build time), psycopg2-binary pinned.
+    assert "grep -E '^(mlflow|boto3|flask-wtf|wtforms)==' requirements.lock" in source
+    assert {"mlflow", "boto3", "flask-wtf", "wtforms"} <= set(LOCK)
+    assert "import boto3, psycopg2, mlflow, flask_wtf" in source
     assert re.fullmatch(r"\d+\.\d+\.\d+", defaults["PSYCOPG2_VERSION"])
     assert "--constraint requirements.lock" in source
     healthcheck = next(a for i, a in instructions(source) if i == "HEALTHCHECK")
