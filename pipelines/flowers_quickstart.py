@@ -30,6 +30,7 @@ from clasflow.fsutil import write_text_atomic
 from clasflow.images import image_name, pinned_ref, read_pins
 
 PACKAGE = Path(__file__).with_suffix(".yaml")
+RELEASE_PINS = Path(__file__).resolve().parents[1] / "images" / "release.env"  # written by `make release`
 PIPELINE_NAME = "flowers-quickstart"
 STUDENT_ARCH = "MobileNetV3_large_x1_0"
 ARCHS = ("ResNet50_vd", "ResNet50_vd_ssld", STUDENT_ARCH)
@@ -197,13 +198,19 @@ def build_pipeline(cluster: bool, settings: ClusterSettings = DEFAULT_CLUSTER):
     return flowers_quickstart
 
 
+def release_pins() -> dict[str, str]:
+    """The digests of the last `make release` (images/release.env), or {} before any release."""
+    return read_pins(RELEASE_PINS) if RELEASE_PINS.is_file() else {}
+
+
 def compile_package(path: Path = PACKAGE, images: dict[str, str] | None = None) -> Path:
     """Compile the cluster pipeline to `path` (deterministic: same code, same bytes).
 
-    ``images`` (image name -> pinned reference ``REGISTRY/NAME@sha256:...``, as `make release`
-    writes them) replaces the executors' tag references.
+    ``images`` (image name -> pinned reference ``REGISTRY/NAME@sha256:...``; default: the last
+    release's, see release_pins) replaces the executors' tag references.
     """
-    pinned = tuple(sorted((name, pinned_ref(name, ref)) for name, ref in (images or {}).items()))
+    images = release_pins() if images is None else images
+    pinned = tuple(sorted((name, pinned_ref(name, ref)) for name, ref in images.items()))
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.tmp.yaml")
     compiler.Compiler().compile(build_pipeline(cluster=True, settings=ClusterSettings(images=pinned)), str(tmp))
@@ -245,15 +252,18 @@ def main(argv: list[str] | None = None) -> int:
     comp = sub.add_parser("compile", help="write the compiled package")
     comp.add_argument("--output", type=Path, default=PACKAGE)
     comp.add_argument("--images", type=Path, metavar="FILE",
-                      help="NAME=REGISTRY/NAME@sha256:... lines (make release): executors use these digests")
+                      help="NAME=REGISTRY/NAME@sha256:... lines: executors use these digests "
+                           "(default: images/release.env of the last `make release`, if any)")
     loc = sub.add_parser("local", help="run with kfp.local; the demo profile unless --full")
     loc.add_argument("--root", type=Path, default=Path("runs"), help="artifacts, workspace and the MLflow database")
     loc.add_argument("--full", action="store_true", help="the full profile (needs the internet and a GPU to be sensible)")
     loc.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE", help="override a pipeline parameter")
     args = parser.parse_args(argv)
     if args.command == "compile":
-        images = read_pins(args.images) if args.images else None
-        print(f"compiled {compile_package(args.output, images)}")
+        images = read_pins(args.images) if args.images else release_pins()
+        out = compile_package(args.output, images)
+        pins = f" with the digests of {args.images or RELEASE_PINS}" if images else " with the tags of images/images.env"
+        print(f"compiled {out}{pins}")
         return 0
     arguments = {} if args.full else dict(DEMO_ARGUMENTS)
     for item in args.arg:

@@ -139,6 +139,19 @@ def test_compile_with_pinned_images(tmp_path):
     assert not (tmp_path / "bad.yaml").exists()
 
 
+def test_after_a_release_make_compile_keeps_its_digests(tmp_path, monkeypatch):
+    """`make release` leaves images/release.env; later compiles (make compile, the freshness test)
+    use it, so the checked-in package and the chart's copy keep the released digests."""
+    ref = "registry.example.com/ml/clasflow-gpu@sha256:" + "12" * 32
+    pins = tmp_path / "release.env"
+    pins.write_text(f"clasflow-gpu={ref}\n")
+    monkeypatch.setattr(fq, "RELEASE_PINS", pins)
+    out = fq.compile_package(tmp_path / "p.yaml")
+    assert {e["container"]["image"] for e in next(yaml.safe_load_all(out.read_text()))["deploymentSpec"]["executors"].values()} == {ref}
+    monkeypatch.setattr(fq, "RELEASE_PINS", tmp_path / "absent.env")
+    assert fq.release_pins() == {}
+
+
 def test_components_do_not_install_packages():
     for name, executor in _docs()[0]["deploymentSpec"]["executors"].items():
         command = " ".join(executor["container"]["command"])
