@@ -126,6 +126,20 @@ def _add_zoo(sub: argparse._SubParsersAction) -> None:
 
 # ------------------------------------------------------------------ train / eval
 
+_REQUIRE_GPU_HELP = ("refuse to start without a GPU, naming what Paddle sees (the same as CLASFLOW_REQUIRE_GPU=1, "
+                     "which the cluster pipeline sets on its GPU tasks)")
+
+
+def _require_gpu(args: argparse.Namespace) -> None:
+    """--require-gpu: checked before any work (the stage checks again, for callers of the library)."""
+    if getattr(args, "require_gpu", False):
+        os.environ["CLASFLOW_REQUIRE_GPU"] = "1"
+    if os.environ.get("CLASFLOW_REQUIRE_GPU"):
+        from clasflow.engine.runtime import check_gpu_requirement
+
+        check_gpu_requirement(args.command)
+
+
 _TRUST_HELP = ("load weight files whose sha256 differs from their zoo.lock.json entry or the zoo pin "
                "(weight files are pickles: only for files you trust)")
 
@@ -133,6 +147,7 @@ _TRUST_HELP = ("load weight files whose sha256 differs from their zoo.lock.json 
 def _train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    _require_gpu(args)
     from clasflow.config import load_config
 
     cfg = load_config(args.config, args.override, check_paths=True)  # before Paddle is imported: fail fast
@@ -150,6 +165,7 @@ def _train(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    _require_gpu(args)
     from clasflow.config import load_config
 
     cfg = load_config(args.config, args.override)
@@ -171,6 +187,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--run-name", default=None, help="MLflow run name (default: the config's name)")
         p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
         p.add_argument("--trust", action="store_true", help=_TRUST_HELP)
+        p.add_argument("--require-gpu", action="store_true", help=_REQUIRE_GPU_HELP)
         if name == "eval":
             p.add_argument("--json", action="store_true")
         p.set_defaults(func=func)
@@ -257,6 +274,7 @@ def _benchmark(args: argparse.Namespace) -> int:
     from clasflow.benchmark import (BACKENDS, DEVICES, PRECISIONS, BenchSettings, log_to_mlflow, parse_batch_sizes,
                                     parse_choices, print_table, run_benchmark, translate_seed_flags, write_report)
 
+    _require_gpu(args)
     seed, note = translate_seed_flags(use_gpu=args.use_gpu, use_tensorrt=args.use_tensorrt, use_fp16=args.use_fp16,
                                       enable_benchmark=args.enable_benchmark)
     if note:
@@ -344,6 +362,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--engine_cache", "--engine-cache", dest="engine_cache", default=None,
                    help="TensorRT engine cache folder (default ~/.cache/clasflow/engines)")
     b.add_argument("--gpu_id", "--gpu-id", dest="gpu_id", type=int, default=0)
+    b.add_argument("--require-gpu", action="store_true", help=_REQUIRE_GPU_HELP)
     seed = b.add_argument_group("the seed's predict.py flags (translated to --backend/--device/--precision)")
     for flag in ("--use_gpu", "--use_tensorrt", "--use_fp16", "--enable_benchmark"):
         seed.add_argument(flag, nargs="?", const=True, default=None, type=_bool, metavar="BOOL")

@@ -298,13 +298,16 @@ def benchmark_step(model_dir: str, out_json: str, dataset_dir: str = "", backend
     """Benchmark an exported model on real validation images; GPU backends run where present,
     the rest are reported as skipped with the reason."""
     from clasflow.benchmark import BACKENDS, PRECISIONS, BenchSettings, parse_batch_sizes, parse_choices, run_benchmark, write_report
-    from clasflow.engine.runtime import gpu_available
+    from clasflow.engine.runtime import check_gpu_requirement, device_tags, gpu_available
+
+    check_gpu_requirement("benchmark")
+    device = "gpu" if gpu_available() else "cpu"
 
     settings = BenchSettings(
         model_dir=model_dir,
         backends=parse_choices(backends, BACKENDS, "backend"),
         precisions=parse_choices(precisions, PRECISIONS, "precision"),
-        devices=["gpu"] if gpu_available() else ["cpu"],
+        devices=[device],
         batch_sizes=parse_batch_sizes(batch_sizes),
         repeats=repeats,
         image_list=str(Path(dataset_dir) / "val_list.txt") if dataset_dir else None,
@@ -317,7 +320,8 @@ def benchmark_step(model_dir: str, out_json: str, dataset_dir: str = "", backend
     profile.env()
     report = run_benchmark(settings)
     write_report(report, out_json)
-    with tempfile.TemporaryDirectory() as journal, Tracker("benchmark", journal_dir=journal, tags={"clasflow.stage": "benchmark"}) as tracker:
+    with tempfile.TemporaryDirectory() as journal, Tracker("benchmark", journal_dir=journal,
+                                                                     tags={"clasflow.stage": "benchmark", **device_tags(device)}) as tracker:
         tracker.log_metrics(mlflow_metrics(report), step=0)
         tracker.log_artifact(out_json)
     publish(out_json, "benchmark.json", profile)

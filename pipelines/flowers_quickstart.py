@@ -104,6 +104,7 @@ def _apply(task: dsl.PipelineTask, cluster: _Cluster | None, gpu: bool) -> dsl.P
     kubernetes.use_config_map_as_env(task, p["config_map"], {k: k for k in s.config_env})
     kubernetes.set_image_pull_secrets(task, [p["image_pull_secret"]])
     if gpu:
+        task.set_env_variable("CLASFLOW_REQUIRE_GPU", "1")  # a task whose GPU is not visible fails instead of using the CPU
         task.set_accelerator_type(p["gpu_resource"]).set_accelerator_limit(1)
         kubernetes.add_node_selector_json(task, p["gpu_node_selector"])
         kubernetes.add_toleration_json(task, p["gpu_tolerations"])

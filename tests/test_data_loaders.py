@@ -167,10 +167,31 @@ def test_epoch_indices_shards_cover_once():
 
 
 def test_auto_picks_dali_and_logs(small_ds, caplog):
+    from clasflow.data import loader_tags
+
     with caplog.at_level(logging.INFO, logger="clasflow.data"):
         ld = build_loader(section(small_ds, eval_tf()), mode="eval")
     assert ld.name == "dali"
     assert any("DALI" in r.getMessage() for r in caplog.records)
+    assert loader_tags(ld, "VALID") == {"clasflow.loader.VALID": "dali-cpu"}  # no GPU here: DALI's CPU operators
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_auto_without_dali_falls_back_loudly_and_dali_fails(small_ds, caplog, monkeypatch):
+    from clasflow import data
+    from clasflow.data import loader_tags
+
+    monkeypatch.setattr(data, "dali_available", lambda: False)
+    with caplog.at_level(logging.INFO, logger="clasflow.data"):
+        ld = build_loader(section(small_ds, eval_tf()), mode="eval")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert ld.name == "opencv" and len(warnings) == 1 and "nvidia.dali is not importable" in warnings[0]
+    assert loader_tags(ld, "VALID") == {"clasflow.loader.VALID": "opencv",
+                                        "clasflow.loader.VALID.fallback": "nvidia.dali is not importable"}
+    with pytest.raises(ConfigError, match="loader: dali was requested but nvidia.dali cannot be imported"):
+        build_loader(section(small_ds, eval_tf(), loader="dali"), mode="eval")
+    configured = build_loader(section(small_ds, eval_tf(), loader="opencv"), mode="eval")
+    assert loader_tags(configured, "VALID") == {"clasflow.loader.VALID": "opencv"}  # asked for: no fallback
 
 
 def test_dali_epoch_abandoned_midway_then_full_epoch(small_ds):
@@ -412,8 +433,9 @@ def test_dali_unsupported_transform_names_the_op(small_ds, spec, op):
     tf.insert(3, spec) if spec.name == "RandomErasing" else tf.__setitem__(1, spec)
     with pytest.raises(ConfigError, match=op):
         build_loader(section(small_ds, tf, loader="dali"), mode="eval")
-    # auto falls back to OpenCV instead
-    assert build_loader(section(small_ds, tf, loader="auto"), mode="eval").name == "opencv"
+    # auto falls back to OpenCV instead, and keeps the reason
+    fallback = build_loader(section(small_ds, tf, loader="auto"), mode="eval")
+    assert fallback.name == "opencv" and op in fallback.fallback and "no DALI mapping" in fallback.fallback
 
 
 def test_unknown_op_is_reported(small_ds):

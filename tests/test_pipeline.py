@@ -90,6 +90,8 @@ def test_cluster_settings_are_run_parameters():
         inputs = tasks[name]["inputs"]["parameters"]
         for used in (f"{kind}_task_cpu", f"{kind}_task_memory") + (("gpu_resource",) if gpu else ()):
             assert inputs[f"pipelinechannel--{used}"]["componentInputParameter"] in (used, f"pipelinechannel--{used}"), name
+        env = {v["name"]: v["value"] for v in containers[name]["container"].get("env", [])}
+        assert env.get("CLASFLOW_REQUIRE_GPU") == ("1" if gpu else None), name  # GPU tasks refuse to run on the CPU
         if gpu:
             assert param(e["nodeSelector"]["nodeSelectorJson"]) == "gpu_node_selector", name
             assert [param(t["tolerationJson"]) for t in e["tolerations"]] == ["gpu_tolerations"], name

@@ -171,6 +171,8 @@ def test_mlflow_run_against_a_real_server(digits_data, tmp_path, mlflow_server, 
     client = MlflowClient(mlflow_server.url)
     run = client.get_run(result.run_id)
     assert run.info.run_name == "digits-small" and run.info.status == "FINISHED"
+    assert {k: v for k, v in run.data.tags.items() if k.startswith(("clasflow.device", "clasflow.loader"))} == {
+        "clasflow.device": "cpu", "clasflow.loader.TRAIN": "opencv", "clasflow.loader.VALID": "opencv"}  # what really ran
     assert run.data.params["LEARNING_RATE.params.lr"] == "0.02" and run.data.params["epochs"] == "2"
     for key in ("train_loss", "train_top1", "valid_top1", "valid_top5", "lr", "images_per_sec"):
         history = client.get_metric_history(result.run_id, key)
@@ -273,3 +275,28 @@ def test_bench_loader_cli_reports_both_loaders(digits_data, capsys):
     figures = json.loads(capsys.readouterr().out)
     for loader in ("dali", "opencv"):
         assert figures[loader]["images_per_sec"] > 0 and figures[loader]["cpu_ms_per_image"] >= 0  # CPU clock ticks are 10 ms
+
+
+def test_require_gpu_refuses_every_stage_before_any_work(digits_data, tmp_path, monkeypatch, capsys):
+    """CLASFLOW_REQUIRE_GPU=1 (compiled into the cluster's GPU tasks) or --require-gpu: no silent CPU run."""
+    from clasflow.cli import main
+
+    monkeypatch.setenv("CLASFLOW_REQUIRE_GPU", "0")  # restored after the test (the CLI flag sets it to 1)
+    out = tmp_path / "out"
+    cfg = _cfg(digits_data, f"model_save_dir={out}")
+    assert main(["train", "-c", str(CONFIGS / "ResNet50_vd.yaml"), "--require-gpu", "--no-track",
+                 *sum((["-o", o] for o in tiny_overrides(digits_data, classes=10) + [f"model_save_dir={out}"]), [])]) == 2
+    message = capsys.readouterr().err
+    assert "train: a GPU is required (CLASFLOW_REQUIRE_GPU=1 or --require-gpu) but Paddle sees none" in message
+    assert "compiled with CUDA: False" in message and "paddle.device.cuda.device_count() = 0" in message
+    assert main(["benchmark", "--model_dir", str(tmp_path / "missing"), "--require-gpu"]) == 2
+    assert "benchmark: a GPU is required" in capsys.readouterr().err
+    calls = {"train": lambda: train(cfg, track=False),
+             "distill": lambda: train(_distill_cfg(digits_data, tmp_path, "t"), track=False),
+             "eval": lambda: evaluate(cfg.model_copy(update={"pretrained_model": "w/ppcls"}), track=False)}
+    for stage, call in calls.items():
+        with pytest.raises(ClasflowError, match=rf"^{stage}: a GPU is required .*device_count\(\) = 0"):
+            call()
+    assert not out.exists() and not (tmp_path / "out").exists()  # no checkpoint, no folder: nothing started
+    monkeypatch.setenv("CLASFLOW_REQUIRE_GPU", "0")
+    assert train(cfg.model_copy(update={"epochs": 1}), track=False).best_epoch == 0  # not required: the CPU is fine

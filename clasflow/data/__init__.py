@@ -26,7 +26,7 @@ import numpy as np
 from clasflow.errors import ConfigError, DataError
 from clasflow.data.lists import ListEntry, check_image_file, read_list
 
-__all__ = ["build_loader", "dali_available", "dist_info", "epoch_indices", "EpochLoader", "SampleSet"]
+__all__ = ["build_loader", "dali_available", "loader_tags", "dist_info", "epoch_indices", "EpochLoader", "SampleSet"]
 
 log = logging.getLogger("clasflow.data")
 
@@ -114,6 +114,7 @@ class EpochLoader:
         self.skipped_files: list[tuple[str, str]] = list(samples.skipped_files)
         self._bad: set[int] = set()
         self._epoch = 0
+        self.fallback = ""  # why `loader: auto` did not get DALI (set by build_loader)
 
     def _indices(self, epoch: int) -> np.ndarray:
         idx = epoch_indices(len(self.samples.paths), epoch, shuffle=self.mode == "train", seed=self.shuffle_seed,
@@ -203,7 +204,8 @@ def build_loader(
 
     mode: "train" (shuffled per epoch, augmentation random) or "eval" (list order,
     every sample exactly once).  ``loader: auto`` picks DALI when ``nvidia.dali``
-    imports, else OpenCV, and logs the choice.
+    imports and maps every transform, else falls back to OpenCV with a WARNING (the reason is
+    kept in ``loader.fallback``; see `loader_tags`).
     """
     if mode not in _MODES:
         raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
@@ -216,23 +218,9 @@ def build_loader(
     transforms = list(_attr(section, "transforms", []) or [])
     _check_transforms(transforms)
 
+    fallback = ""
     if choice == "auto":
-        if dali_available():
-            from clasflow.data.dali_pipeline import DaliUnsupportedError, check_dali_transforms
-            from clasflow.data.transforms import build_ops
-
-            try:
-                check_dali_transforms(build_ops(transforms))
-                choice = "dali"
-                log.info("data loader: DALI (nvidia.dali is installed)")
-            except DaliUnsupportedError as e:
-                choice = "opencv"
-                log.info("data loader: OpenCV workers (%s)", e)
-            except ValueError as e:
-                raise ConfigError(f"transforms: {e}") from None
-        else:
-            choice = "opencv"
-            log.info("data loader: OpenCV workers (nvidia.dali is not importable)")
+        choice, fallback = _auto_choice(transforms)
     elif choice == "dali" and not dali_available():
         raise ConfigError("loader: dali was requested but nvidia.dali cannot be imported; use loader: opencv or auto")
     else:
@@ -257,7 +245,45 @@ def build_loader(
     if choice == "dali":
         from clasflow.data.dali_pipeline import DaliLoader
 
-        return DaliLoader(**common)
-    from clasflow.data.opencv_loader import OpenCVLoader
+        loader = DaliLoader(**common)
+    else:
+        from clasflow.data.opencv_loader import OpenCVLoader
 
-    return OpenCVLoader(**common)
+        loader = OpenCVLoader(**common)
+    loader.fallback = fallback
+    return loader
+
+
+def _auto_choice(transforms: Sequence[Any]) -> tuple[str, str]:
+    """``loader: auto``: DALI when it imports and maps every transform, else OpenCV with a WARNING
+    (returns the choice and the reason for a fallback)."""
+    if not dali_available():
+        reason = "nvidia.dali is not importable"
+    else:
+        from clasflow.data.dali_pipeline import DaliUnsupportedError, check_dali_transforms
+        from clasflow.data.transforms import build_ops
+
+        try:
+            check_dali_transforms(build_ops(transforms))
+        except DaliUnsupportedError as e:
+            reason = str(e)
+        except ValueError as e:
+            raise ConfigError(f"transforms: {e}") from None
+        else:
+            log.info("data loader: DALI (nvidia.dali is installed)")
+            return "dali", ""
+    log.warning("data loader: falling back from DALI to OpenCV workers (loader: auto): %s; "
+                "set loader: opencv to choose OpenCV, or loader: dali to fail instead", reason)
+    return "opencv", reason
+
+
+def loader_tags(loader: Any, section: str) -> dict[str, str]:
+    """The loader a section really used, as MLflow tags: dali-gpu, dali-cpu or opencv, and why it
+    is not DALI when ``loader: auto`` fell back."""
+    kind = loader.name
+    if kind == "dali":
+        kind = "dali-cpu" if loader.device_id is None else "dali-gpu"
+    tags = {f"clasflow.loader.{section}": kind}
+    if getattr(loader, "fallback", ""):
+        tags[f"clasflow.loader.{section}.fallback"] = loader.fallback[:5000]
+    return tags

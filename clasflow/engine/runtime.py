@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 
 import numpy as np
@@ -10,13 +11,48 @@ import paddle
 import paddle.distributed as dist
 
 from clasflow.config import Config
-from clasflow.errors import ConfigError
+from clasflow.errors import ClasflowError, ConfigError
 
 log = logging.getLogger(__name__)
+REQUIRE_GPU_ENV = "CLASFLOW_REQUIRE_GPU"  # "1": train/eval/distill/benchmark refuse to run without a GPU
 
 
 def gpu_available() -> bool:
     return paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
+
+
+def gpu_required() -> bool:
+    return os.environ.get(REQUIRE_GPU_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def what_paddle_sees() -> str:
+    """One line on the GPUs Paddle can use, for error messages."""
+    compiled = paddle.is_compiled_with_cuda()
+    count = paddle.device.cuda.device_count() if compiled else 0
+    visible = {k: os.environ[k] for k in ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES") if k in os.environ}
+    return (f"paddle {paddle.__version__} compiled with CUDA: {compiled} (CUDA {paddle.version.cuda()}, cuDNN "
+            f"{paddle.version.cudnn()}), paddle.device.cuda.device_count() = {count}, "
+            + (", ".join(f"{k}={v!r}" for k, v in visible.items()) or "CUDA_VISIBLE_DEVICES unset"))
+
+
+def check_gpu_requirement(stage: str) -> None:
+    """Refuse `stage` before any work when a GPU is required (CLASFLOW_REQUIRE_GPU=1, --require-gpu)
+    and Paddle sees none: on a cluster, a GPU task on the CPU would run for hours unnoticed."""
+    if gpu_required() and not gpu_available():
+        raise ClasflowError(
+            f"{stage}: a GPU is required ({REQUIRE_GPU_ENV}=1 or --require-gpu) but Paddle sees none: "
+            f"{what_paddle_sees()}. Check the node's NVIDIA driver and device plugin and the task's GPU limit, "
+            f"or unset {REQUIRE_GPU_ENV} to run on the CPU")
+
+
+def device_tags(device: str | None = None) -> dict[str, str]:
+    """What this process computes on, as MLflow tags: the GPU's name and count, CUDA and cuDNN, or cpu."""
+    device = device or paddle.device.get_device()
+    if not device.startswith("gpu"):
+        return {"clasflow.device": "cpu"}
+    return {"clasflow.device": device, "clasflow.gpu_name": paddle.device.cuda.get_device_name(),
+            "clasflow.gpu_count": str(world_size()), "clasflow.gpus_visible": str(paddle.device.cuda.device_count()),
+            "clasflow.cuda_version": str(paddle.version.cuda()), "clasflow.cudnn_version": str(paddle.version.cudnn())}
 
 
 def world_size() -> int:

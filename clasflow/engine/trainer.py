@@ -27,7 +27,8 @@ from clasflow.config import Config, check_files
 from clasflow.engine import checkpoint as ckpt
 from clasflow.engine import losses
 from clasflow.engine.progress import StepProgress
-from clasflow.engine.runtime import all_reduce_sum, epoch_seed, rank, seed_everything, setup_device, world_size
+from clasflow.engine.runtime import (all_reduce_sum, check_gpu_requirement, device_tags, epoch_seed, rank, seed_everything,
+                                     setup_device, world_size)
 from clasflow.engine.schedules import build_lr, build_optimizer
 from clasflow.errors import ClasflowError, ConfigError
 from clasflow.fsutil import write_text_atomic
@@ -172,10 +173,22 @@ def _loaders(cfg: Config, train: bool):
     return train_loader, valid_loader
 
 
+def _ran_on(device: str, train_loader, valid_loader) -> dict[str, str]:
+    """MLflow tags of what really ran: the device and each section's loader (and why, on a fallback)."""
+    from clasflow.data import loader_tags
+
+    tags = device_tags(device)
+    for section, loader in (("TRAIN", train_loader), ("VALID", valid_loader)):
+        if loader is not None:
+            tags.update(loader_tags(loader, section))
+    return tags
+
+
 def train(cfg: Config, *, run_name: str = "train", track: bool = True, trust: bool = False) -> TrainResult:
     """Train (or distill) as the config says; see the module docstring."""
+    check_gpu_requirement("distill" if cfg.use_distillation else "train")
     check_files(cfg)
-    setup_device(cfg)
+    device = setup_device(cfg)
     seed_everything(cfg.seed)
     model = build_from_config(cfg)
     load_weights(cfg, model, trust=trust)
@@ -207,7 +220,8 @@ def train(cfg: Config, *, run_name: str = "train", track: bool = True, trust: bo
         arch_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(arch_dir / "config.resolved.yaml", yaml.safe_dump(cfg.to_raw(), sort_keys=False))
     tracker = Tracker(run_name, journal_dir=arch_dir, params=cfg.flat(),
-                      tags={"clasflow.stage": "distill" if cfg.use_distillation else "train", "architecture": cfg.ARCHITECTURE.name},
+                      tags={"clasflow.stage": "distill" if cfg.use_distillation else "train", "architecture": cfg.ARCHITECTURE.name,
+                            **_ran_on(device, train_loader, valid_loader)},
                       enabled=track and is_main)
     history: list[dict[str, float]] = []
     final: dict[str, float] = {}
@@ -298,12 +312,13 @@ def train(cfg: Config, *, run_name: str = "train", track: bool = True, trust: bo
 
 def evaluate(cfg: Config, *, run_name: str = "eval", track: bool = True, trust: bool = False) -> dict[str, float]:
     """The eval stage: load ``pretrained_model`` and report valid loss/top1/top-k."""
+    check_gpu_requirement("eval")
     if cfg.VALID is None:
         raise ConfigError("VALID: evaluation needs a VALID section")
     if not cfg.pretrained_model:
         raise ConfigError("pretrained_model: evaluation needs weights, e.g. -o pretrained_model=output/ResNet50_vd/best_model/ppcls")
     check_files(cfg.model_copy(update={"TRAIN": None}))
-    setup_device(cfg)
+    device = setup_device(cfg)
     model = build_from_config(cfg)
     if isinstance(cfg.pretrained_model, list):  # distillation config: evaluate the student weights
         load_pretrained(model.student, cfg.pretrained_model[1], strict_head=True, trust=trust)
@@ -312,6 +327,7 @@ def evaluate(cfg: Config, *, run_name: str = "eval", track: bool = True, trust: 
     _, valid_loader = _loaders(cfg, train=False)
     metrics = evaluate_model(cfg, model, valid_loader)
     journal_dir = Path(cfg.model_save_dir) / cfg.ARCHITECTURE.name / "eval"
-    with Tracker(run_name, journal_dir=journal_dir, params=cfg.flat(), tags={"clasflow.stage": "eval"}, enabled=track and rank() == 0) as tracker:
+    tags = {"clasflow.stage": "eval", **_ran_on(device, None, valid_loader)}
+    with Tracker(run_name, journal_dir=journal_dir, params=cfg.flat(), tags=tags, enabled=track and rank() == 0) as tracker:
         tracker.log_metrics({f"valid_{k}": v for k, v in metrics.items()}, step=0)
     return metrics
