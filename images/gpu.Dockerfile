@@ -2,8 +2,13 @@
 # clasflow GPU runtime: the image every pipeline component runs on a GPU node.
 #   CUDA 12.6 + cuDNN 9 (NVIDIA's runtime image), Python 3.11 (uv-managed, as the lock was
 #   resolved on 3.11), paddlepaddle-gpu from Paddle's own cu126 index, nvidia-dali-cuda120,
-#   TensorRT (NVIDIA's index), onnxruntime-gpu, and clasflow from this repository installed
-#   with requirements.lock (paddlepaddle -> paddlepaddle-gpu, onnxruntime -> onnxruntime-gpu).
+#   TensorRT 10 for CUDA 12 (NVIDIA's index), onnxruntime-gpu built for CUDA 12, cuda-bindings
+#   12.x (the lock), and clasflow from this repository installed with requirements.lock
+#   (paddlepaddle -> paddlepaddle-gpu, onnxruntime -> onnxruntime-gpu).
+# ONE CUDA major (12) for every package: `python -m clasflow.imagecheck wheels` (CI) reads the
+#   pinned wheels' metadata and their libraries' ELF NEEDED entries; the build below runs
+#   `clasflow.imagecheck installed` on what was installed. onnxruntime-gpu 1.26.0 is the last
+#   PyPI build for CUDA 12 (1.27+ need libcudart.so.13), so it is older than the lock's CPU build.
 # Build from the repository root:  make images   (or: docker build -f images/gpu.Dockerfile .)
 # Every package is pinned and installed with --no-deps: the lock is the complete environment,
 # and the vendor indexes serve only the packages named from them (no dependency confusion).
@@ -11,6 +16,7 @@
 
 ARG CUDA_IMAGE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04
 ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.13.9
+ARG TENSORRT_VERSION=10.13.3.9
 
 FROM ${UV_IMAGE} AS uv
 
@@ -19,9 +25,9 @@ FROM ${CUDA_IMAGE} AS builder
 ARG PYTHON_VERSION=3.11.14
 ARG PADDLE_VERSION=3.3.1
 ARG PADDLE_INDEX=https://www.paddlepaddle.org.cn/packages/stable/cu126/
-ARG TENSORRT_VERSION=10.13.3.9
+ARG TENSORRT_VERSION
 ARG TENSORRT_INDEX=https://pypi.nvidia.com
-ARG ONNXRUNTIME_GPU_VERSION=1.31.1
+ARG ONNXRUNTIME_GPU_VERSION=1.26.0
 ENV UV_PYTHON_INSTALL_DIR=/opt/python \
     UV_PYTHON_PREFERENCE=only-managed \
     UV_COMPILE_BYTECODE=1 \
@@ -47,18 +53,24 @@ RUN uv pip install --no-deps --extra-index-url "${TENSORRT_INDEX}" \
       "tensorrt-cu12-libs==${TENSORRT_VERSION}" \
       "tensorrt-cu12-bindings==${TENSORRT_VERSION}" \
  && uv pip install --no-deps "onnxruntime-gpu==${ONNXRUNTIME_GPU_VERSION}"
+# Paddle dlopens the unversioned libnvinfer.so and its TensorRT converter opens libnvinfer_plugin.so;
+# TensorRT's wheels ship only the .so.10 names.
+RUN cd /opt/venv/lib/python3.11/site-packages/tensorrt_libs \
+ && ln -s libnvinfer.so.10 libnvinfer.so \
+ && ln -s libnvinfer_plugin.so.10 libnvinfer_plugin.so
 # 3. clasflow itself (changes most often: last).
 COPY pyproject.toml README.md ./
 COPY clasflow ./clasflow
 RUN uv pip install --no-deps . \
  && /opt/venv/bin/python -c "import importlib.metadata as m, clasflow, kfp, mlflow; \
-print({p: m.version(p) for p in ('clasflow', 'paddlepaddle-gpu', 'nvidia-dali-cuda120', 'tensorrt-cu12', 'onnxruntime-gpu')}); \
+print({p: m.version(p) for p in ('clasflow', 'paddlepaddle-gpu', 'nvidia-dali-cuda120', 'tensorrt-cu12', 'onnxruntime-gpu', 'cuda-bindings')}); \
 cpu = [p for p in ('paddlepaddle', 'onnxruntime') if p in {d.metadata['Name'].lower() for d in m.distributions()}]; \
 assert not cpu, f'CPU builds installed next to the GPU ones: {cpu}'"
 
 # ---------------------------------------------------------------- runtime
 FROM ${CUDA_IMAGE} AS runtime
 ARG CLASFLOW_VERSION=0.1.0
+ARG TENSORRT_VERSION
 LABEL org.opencontainers.image.title="clasflow-gpu" \
       org.opencontainers.image.description="clasflow pipeline components on CUDA 12.6 / cuDNN 9 with paddlepaddle-gpu, DALI, TensorRT" \
       org.opencontainers.image.version="${CLASFLOW_VERSION}" \
@@ -86,9 +98,12 @@ ENV VIRTUAL_ENV=/opt/venv \
     HOME=/home/clasflow
 WORKDIR /workspace
 USER 10001:10001
-# The runtime loads without a GPU (paddle's own check needs one: `helm test` runs it on a node).
-RUN python -c "import cv2, nvidia.dali, onnxruntime, clasflow; print('ok', onnxruntime.get_available_providers())"
+# The build checks what needs no GPU: one CUDA major across the installed packages, every CUDA and
+# TensorRT library they need resolvable here, the TensorRT names Paddle opens; then the doctor's
+# CPU checks (its GPU checks are "not applicable" without a GPU; `helm test` runs them on a node).
+RUN python -m clasflow.imagecheck installed --cuda "${CUDA_VERSION}" --tensorrt "${TENSORRT_VERSION}" \
+ && clasflow doctor
 # A batch image (KFP runs each component to completion): there is no long-running service to
-# probe, so no HEALTHCHECK; `python -c "import paddle; paddle.utils.run_check()"` checks a GPU node.
+# probe, so no HEALTHCHECK; `clasflow doctor --require gpu` checks a GPU node.
 HEALTHCHECK NONE
 CMD ["clasflow", "--help"]
