@@ -130,11 +130,13 @@ release:
 	@echo "make release: pipelines/flowers_quickstart.yaml and the chart's copy now run the images of $(RELEASE_PINS)."
 	@echo "  helm upgrade --install clasflow charts/clasflow --set image.registry=$(REGISTRY) ..."
 
-# The chart ships the compiled pipeline (a chart cannot read files outside itself).
+# The chart ships the compiled pipeline (a chart cannot read files outside itself), and the
+# release's digests, which its own pods then run too.
 chart-sync:
 	@test -f pipelines/flowers_quickstart.yaml || { \
 	  echo "make chart-sync: pipelines/flowers_quickstart.yaml is missing; compile the pipeline first." >&2; exit 1; }
 	cp pipelines/flowers_quickstart.yaml charts/clasflow/files/flowers_quickstart.yaml
+	if test -f $(RELEASE_PINS); then cp $(RELEASE_PINS) charts/clasflow/files/release.env; else rm -f charts/clasflow/files/release.env; fi
 
 lint-chart: setup
 	$(BIN)/helm lint --strict charts/clasflow -f tests/chart-test-values.yaml

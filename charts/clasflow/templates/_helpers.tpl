@@ -36,10 +36,21 @@ app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
 app.kubernetes.io/part-of: clasflow
 {{- end }}
 
-{{/* clasflow image reference. Call with (dict "ctx" $ "kind" "gpu"|"cpu"|"mlflow"). */}}
+{{/* clasflow image reference. Call with (dict "ctx" $ "kind" "gpu"|"cpu"|"mlflow").
+The digest `make release` recorded (files/release.env, NAME=REGISTRY/NAME@sha256:...) when it is
+in image.registry and no image.tag is set; otherwise REGISTRY/NAME:TAG. */}}
 {{- define "clasflow.image" -}}
 {{- $v := .ctx.Values.image -}}
-{{- printf "%s/%s:%s" ($v.registry | trimSuffix "/") (get $v .kind) (default .ctx.Chart.AppVersion $v.tag) }}
+{{- $name := get $v .kind -}}
+{{- $registry := $v.registry | trimSuffix "/" -}}
+{{- $pinned := "" -}}
+{{- if not $v.tag }}
+{{- range .ctx.Files.Lines "files/release.env" }}
+{{- $kv := splitn "=" 2 (trim .) }}
+{{- if and (eq $kv._0 $name) (hasPrefix (printf "%s/%s@sha256:" $registry $name) $kv._1) }}{{ $pinned = $kv._1 }}{{ end }}
+{{- end }}
+{{- end }}
+{{- $pinned | default (printf "%s/%s:%s" $registry $name (default .ctx.Chart.AppVersion $v.tag)) }}
 {{- end }}
 
 {{- define "clasflow.imageTag" -}}
