@@ -75,15 +75,16 @@ def check_images(docs: list[dict], registry: str) -> list[str]:
 
 
 def apply_defaults(docs: list[dict], defaults: dict) -> list[dict]:
-    """Set the default value of pipeline parameters (the chart's settings); unknown names and wrong
-    types are refused."""
+    """Set the default value of pipeline parameters (the chart's cluster settings: names, selectors);
+    unknown names, wrong types and empty strings are refused."""
     params = docs[0]["root"]["inputDefinitions"]["parameters"]
     for name, value in defaults.items():
         if name not in params:
             raise UploadError(f"pipeline parameter {name!r} does not exist (known: {', '.join(sorted(params))})")
         expected = _TYPES[params[name]["parameterType"]]
-        if not isinstance(value, expected):
-            raise UploadError(f"pipeline parameter {name!r} takes a {expected.__name__}, got {value!r}")
+        if not isinstance(value, expected) or value == "":  # KFP's driver refuses empty names
+            raise UploadError(f"pipeline parameter {name!r} takes a {'non-empty ' if expected is str else ''}"
+                              f"{expected.__name__}, got {value!r}")
         params[name]["defaultValue"] = value
     return docs
 

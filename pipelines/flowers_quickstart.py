@@ -21,6 +21,7 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import yaml
 from kfp import compiler, dsl, kubernetes
@@ -68,7 +69,9 @@ CLUSTER_PARAMETERS: dict[str, object] = {
     "cpu_task_memory": "4Gi",
     "credentials_secret": "clasflow-credentials",
     "config_map": "clasflow-config",
-    "image_pull_secret": "",  # "" adds no usable secret (Kubernetes only warns about the empty name)
+    # None: no pull secret. Not "": KFP's driver refuses an empty secret name; a null optional
+    # parameter is what it skips (kfp-kubernetes set_image_pull_secrets with a parameter).
+    "image_pull_secret": None,
 }
 
 
@@ -151,7 +154,7 @@ def build_pipeline(cluster: bool, settings: ClusterSettings = DEFAULT_CLUSTER):
         cpu_task_memory: str = c_["cpu_task_memory"],
         credentials_secret: str = c_["credentials_secret"],
         config_map: str = c_["config_map"],
-        image_pull_secret: str = c_["image_pull_secret"],
+        image_pull_secret: Optional[str] = c_["image_pull_secret"],
     ):
         params = dict(gpu_resource=gpu_resource, gpu_node_selector=gpu_node_selector, gpu_tolerations=gpu_tolerations,
                       gpu_task_cpu=gpu_task_cpu, gpu_task_memory=gpu_task_memory, cpu_task_cpu=cpu_task_cpu,

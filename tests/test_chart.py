@@ -388,6 +388,7 @@ def test_kfp_upload():
     assert args["record"] == "clasflow-pipeline-version"
     defaults = json.loads(args["defaults"])
     assert defaults["credentials_secret"] == "clasflow-credentials" and defaults["config_map"] == "clasflow-config"
+    assert "image_pull_secret" not in defaults  # no imagePullSecrets: the pipeline's None stays
     assert env_of(c)["KF_PIPELINES_SA_TOKEN_PATH"]["value"] == "/var/run/secrets/kubeflow/pipelines/token"
     token = next(v for v in spec["volumes"] if v["name"] == "kfp-token")
     assert token["projected"]["sources"][0]["serviceAccountToken"]["audience"] == "pipelines.kubeflow.org"

@@ -132,6 +132,7 @@ def test_refuses_tags_other_registries_and_placeholders(kfp, package, token_file
 @pytest.mark.parametrize(("defaults", "message"), [
     ({"no_such_parameter": "x"}, "does not exist"),
     ({"gpu_node_selector": "pool=a100"}, "takes a dict"),
+    ({"image_pull_secret": ""}, "takes a non-empty str"),
 ])
 def test_refuses_bad_defaults(kfp, package, token_file, capsys, defaults, message):
     assert _run(kfp, package, "--defaults", json.dumps(defaults)) == 2

@@ -60,7 +60,9 @@ def test_cluster_settings_are_run_parameters():
     spec, platform = _docs()
     params = spec["root"]["inputDefinitions"]["parameters"]
     for name, default in fq.CLUSTER_PARAMETERS.items():
-        assert params[name]["defaultValue"] == default, name
+        assert params[name].get("defaultValue") == default and params[name]["isOptional"], name
+    # No pull secret by default: a null optional parameter (the driver skips it), never "" (it refuses that).
+    assert "defaultValue" not in params["image_pull_secret"] and params["image_pull_secret"]["parameterType"] == "STRING"
     assert params["gpu_node_selector"]["parameterType"] == "STRUCT" and params["gpu_tolerations"]["parameterType"] == "LIST"
     executors, containers, tasks = _platform_executors(_docs()), spec["deploymentSpec"]["executors"], _dag_tasks(spec)
     assert set(executors) == set(containers) and set(GPU_EXECUTORS) < set(executors)

@@ -135,7 +135,8 @@ annotations:
 
 {{/* The pipeline parameter defaults the upload job writes from these values (JSON). */}}
 {{- define "clasflow.pipelineDefaults" -}}
-{{- $d := dict "credentials_secret" (include "clasflow.credentialsSecret" .) "config_map" .Values.config.name "experiment" .Values.config.experimentName "gpu_resource" .Values.gpu.resourceName "gpu_node_selector" (.Values.gpu.nodeSelector | default dict) "gpu_tolerations" (.Values.gpu.tolerations | default list) "image_pull_secret" ((first (.Values.imagePullSecrets | default (list (dict "name" "")))).name) }}
+{{- $d := dict "credentials_secret" (include "clasflow.credentialsSecret" .) "config_map" .Values.config.name "experiment" .Values.config.experimentName "gpu_resource" .Values.gpu.resourceName "gpu_node_selector" (.Values.gpu.nodeSelector | default dict) "gpu_tolerations" (.Values.gpu.tolerations | default list) }}
+{{- with .Values.imagePullSecrets }}{{ $_ := set $d "image_pull_secret" (first .).name }}{{ end }}
 {{- toJson $d }}
 {{- end }}
 
