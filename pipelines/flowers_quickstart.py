@@ -247,7 +247,9 @@ def run_local(root: Path, arguments: dict) -> object:
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root / "artifacts"),
                workspace_root=str(root / "workspace"), raise_on_error=True)
-    return build_pipeline(cluster=False)(**arguments)
+    # kfp.local cannot read a null default (executor_output_utils.pb2_value_to_python); the local
+    # run uses no cluster parameter, so any value does for the pull secret.
+    return build_pipeline(cluster=False)(**{"image_pull_secret": "", **arguments})
 
 
 def main(argv: list[str] | None = None) -> int:
