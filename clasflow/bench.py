@@ -4,7 +4,10 @@
    transforms; images/s, CPU-ms/image and the ratio (the target: DALI at least 1.8x ahead).
 2. Training: images/s per architecture (ResNet50_vd, MobileNetV3_large_x1_0) and loader at
    224 px, batch 8, a few steps.
-3. Inference: CPU latency of Paddle Inference (oneDNN) and onnxruntime side by side.
+3. Engine overhead: the trainer's step time next to a plain Paddle loop (forward, loss,
+   backward, optimizer step) over the same model, loader, data and batch, in one run; the
+   target: the engine within 5 % of the plain loop.
+4. Inference: CPU latency of Paddle Inference (oneDNN) and onnxruntime side by side.
 
 Benchmarks print figures; they assert nothing. Run one at a time: they share the two cores.
 """
@@ -74,6 +77,54 @@ def bench_training(data: Path, work: Path, steps: int) -> dict:
     return out
 
 
+def _plain_loop_seconds_per_image(cfg) -> float:
+    """One epoch of the plainest Paddle training loop over `cfg`'s model, loader and optimizer."""
+    import paddle
+
+    from clasflow.engine import losses
+    from clasflow.engine.runtime import seed_everything, setup_device
+    from clasflow.engine.schedules import build_lr, build_optimizer
+    from clasflow.engine.trainer import _loaders, build_from_config
+
+    setup_device(cfg)
+    seed_everything(cfg.seed)
+    model = build_from_config(cfg)
+    loader, _ = _loaders(cfg, train=True)
+    schedule = build_lr(cfg, len(loader))
+    optimizer = build_optimizer(cfg, model.parameters(), schedule)
+    model.train()
+    images_seen = 0
+    tic = time.time()
+    for images, labels in loader:
+        images_seen += images.shape[0]
+        loss = losses.cross_entropy(model(images), labels, cfg.classes_num, cfg.ls_epsilon)
+        loss.backward()
+        optimizer.step()
+        optimizer.clear_grad()
+        schedule.step()
+    float(loss)  # wait for the device, as the engine does at the epoch's end
+    return (time.time() - tic) / images_seen
+
+
+def bench_engine_overhead(data: Path, work: Path, steps: int, rounds: int = 2, arch: str = "MobileNetV3_large_x1_0") -> dict:
+    """Step time of `train` and of the plain loop, alternated `rounds` times (best of each)."""
+    from clasflow.engine.trainer import train
+
+    cfg = _config(data, arch, "auto", work / "overhead", batch=8, workers=2)
+    cfg = cfg.model_copy(update={"TRAIN": cfg.TRAIN.model_copy(update={"file_list": str(_subset(data, work, 8 * steps))})})
+    engine, plain = [], []  # seconds per step of 8 images
+    for _ in range(rounds):
+        result = train(cfg, track=False)
+        engine.append(8 / result.history[-1]["images_per_sec"])
+        plain.append(8 * _plain_loop_seconds_per_image(cfg))
+    out = {"architecture": arch, "batch_size": 8, "images": len(Path(cfg.TRAIN.file_list).read_text().splitlines()), "engine_step_ms": min(engine) * 1e3,
+           "plain_step_ms": min(plain) * 1e3, "overhead_pct": (min(engine) / min(plain) - 1) * 100,
+           "rounds_engine_ms": [e * 1e3 for e in engine], "rounds_plain_ms": [p * 1e3 for p in plain]}
+    print(f"engine step {out['engine_step_ms']:8.1f} ms, plain Paddle loop {out['plain_step_ms']:8.1f} ms "
+          f"({arch}, 224 px, batch 8, {out['images']} images): overhead {out['overhead_pct']:+.1f} % (target <= 5 %)", flush=True)
+    return out
+
+
 def _subset(data: Path, work: Path, n: int) -> Path:
     lines = (data / "train_extra_list.txt").read_text().splitlines()[:n]
     path = work / f"subset-{n}.txt"
@@ -86,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="bench.json")
     parser.add_argument("--loader-batches", type=int, default=8)
     parser.add_argument("--train-steps", type=int, default=4)
+    parser.add_argument("--overhead-steps", type=int, default=12)
     parser.add_argument("--inference-repeats", type=int, default=30)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -103,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         if "dali_over_opencv" in loaders:
             print(f"loader DALI/OpenCV ratio {loaders['dali_over_opencv']:.2f}x (target >= 1.8x)", flush=True)
         figures["training_224"] = bench_training(data, work, args.train_steps)
+        figures["engine_overhead_224"] = bench_engine_overhead(data, work, args.overhead_steps)
         figures["inference_cpu_224"] = bench_cpu(None, repeats=args.inference_repeats, work_dir=tmp)
         figures["machine"] = environment(int(os.environ.get("OMP_NUM_THREADS", "2")))
     write_text_atomic(args.out, json.dumps(figures, indent=2, default=str) + "\n")

@@ -153,8 +153,14 @@ def _train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.override, check_paths=True)  # before Paddle is imported: fail fast
     from clasflow.engine.trainer import TrainingInterrupted, train
 
+    on_checkpoint = None
+    if args.checkpoint_store:
+        from clasflow.engine.stored import CheckpointStore
+
+        on_checkpoint = CheckpointStore(args.checkpoint_store).put
     try:
-        result = train(cfg, run_name=args.run_name or Path(args.config).stem, track=not args.no_track, trust=args.trust)
+        result = train(cfg, run_name=args.run_name or Path(args.config).stem, track=not args.no_track, trust=args.trust,
+                       on_checkpoint=on_checkpoint)
     except TrainingInterrupted as exc:
         print(f"clasflow: {exc}", file=sys.stderr)
         return 143
@@ -190,6 +196,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--require-gpu", action="store_true", help=_REQUIRE_GPU_HELP)
         if name == "eval":
             p.add_argument("--json", action="store_true")
+        else:
+            p.add_argument("--checkpoint-store", default="", metavar="URI",
+                           help="also keep every checkpoint under this s3:// (or local) prefix (what the pipeline's train step uses)")
         p.set_defaults(func=func)
 
 

@@ -235,26 +235,110 @@ def _weights_in(folder: str | os.PathLike) -> str:
     raise ClasflowError(f"no weights in {folder}: expected one .pdparams file or final/ppcls.pdparams")
 
 
+KEEP_CHECKPOINTS_ENV = "CLASFLOW_KEEP_CHECKPOINTS"  # 1: keep a finished step's stored checkpoints
+
+
+def checkpoint_store(name: str, cfg, profile: "Profile"):
+    """Where a training step keeps its checkpoints: ``$CLASFLOW_ARTIFACT_ROOT/runs/<pipeline
+    run>/checkpoints/<config>-<config hash>/`` (None without an artifact root or a run id)."""
+    from clasflow.engine.stored import CheckpointStore
+
+    root = os.environ.get(ARTIFACT_ROOT_ENV)
+    if not root:
+        return None
+    if not profile.pipeline_run:
+        log.warning("no pipeline run id: %s's checkpoints stay in this pod (a retried step starts again from epoch 0)", name)
+        return None
+    return CheckpointStore(storage.join(storage.run_prefix(root, profile.pipeline_run), "checkpoints", f"{name}-{cfg.hash()}"))
+
+
 def train_step(name: str, dataset_dir: str, out_dir: str, profile: Profile, pretrained_dirs: list[str] = (),
-               run_name: str = "") -> dict[str, float]:
-    """Train one quick-start config; keep final/ and best_model/ in `out_dir` (the model artifact)."""
+               run_name: str = "", gpus: int = 1) -> dict[str, float]:
+    """Train one quick-start config; keep final/ and best_model/ in `out_dir` (the model artifact).
+
+    With an artifact root, every checkpoint is stored under the pipeline run and config, and a
+    step started again for them (a retried task on a new pod) resumes from the latest complete
+    stored one; the stored checkpoints are removed once the step succeeds (kept with
+    ``CLASFLOW_KEEP_CHECKPOINTS=1``). `gpus` > 1 runs one process per GPU under
+    paddle.distributed.launch (rank 0 writes checkpoints, the store and MLflow).
+    """
+    from clasflow.engine import checkpoint as ckpt
     from clasflow.engine.trainer import train
 
     profile.env()
     work = Path(out_dir)
     cfg = build_config(name, dataset_dir, work / "checkpoints", profile, [_weights_in(d) for d in pretrained_dirs])
-    result = train(cfg, run_name=run_name or name)
-    arch_dir = Path(result.arch_dir)
+    arch_dir = work / "checkpoints" / cfg.ARCHITECTURE.name
+    store = checkpoint_store(name, cfg, profile)
+    if store is not None:
+        found = store.restore(arch_dir)
+        if found is not None:
+            meta = ckpt.read_meta(found)
+            log.info("resuming from the stored checkpoint %s (epoch %d, step %d)", store.prefix + found.name, *meta.next_position())
+        cfg = cfg.model_copy(update={"checkpoints": "auto"})
+    if gpus > 1:
+        final, best_top1, best_epoch = _train_launched(cfg, arch_dir, gpus, run_name or name, store)
+    else:
+        result = train(cfg, run_name=run_name or name, on_checkpoint=store.put if store is not None else None)
+        final, best_top1, best_epoch = result.final, result.best_top1, result.best_epoch
     last = arch_dir / str(cfg.epochs - 1)
     shutil.copytree(last, work / "final", dirs_exist_ok=True)
     shutil.copytree(arch_dir / "best_model", work / "best_model", dirs_exist_ok=True)
     shutil.copy(arch_dir / "config.resolved.yaml", work / "config.yaml")
     shutil.rmtree(work / "checkpoints")  # per-epoch checkpoints stay out of the artifact
-    metrics = {"best_valid_top1": result.best_top1, "best_epoch": float(result.best_epoch)}
-    metrics.update({k: v for k, v in result.final.items() if isinstance(v, float)})
+    metrics = {"best_valid_top1": best_top1, "best_epoch": float(best_epoch)}
+    metrics.update({k: v for k, v in final.items() if isinstance(v, float)})
     write_text_atomic(work / "metrics.json", json.dumps(metrics, indent=2))
     publish(work, f"models/{name}", profile)
+    if store is not None:
+        if os.environ.get(KEEP_CHECKPOINTS_ENV, "0") == "1":
+            log.info("stored checkpoints kept in %s (%s=1)", store.prefix, KEEP_CHECKPOINTS_ENV)
+        else:
+            log.info("step finished: removed %d stored checkpoint objects from %s", store.clear(), store.prefix)
     return metrics
+
+
+def _train_launched(cfg, arch_dir: Path, gpus: int, run_name: str, store) -> tuple[dict, float, int]:
+    """Train with one process per GPU under paddle.distributed.launch (CPU processes when this
+    machine has no GPU, with a warning); returns (final epoch metrics, best top1, best epoch)
+    as rank 0's last checkpoint records them."""
+    import signal
+    import subprocess
+    import sys
+
+    import yaml
+
+    from clasflow.engine import checkpoint as ckpt
+    from clasflow.engine.runtime import gpu_available
+
+    config = arch_dir.parent / "train_config.yaml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(config, yaml.safe_dump(cfg.to_raw(), sort_keys=False))
+    if gpu_available():
+        devices = ["--devices", ",".join(str(i) for i in range(gpus))]
+    else:
+        log.warning("gpus=%d but this machine has no GPU: running %d data-parallel CPU processes", gpus, gpus)
+        devices = ["--nproc_per_node", str(gpus)]
+    logs = arch_dir.parents[1] / "logs"  # kept with the model: one workerlog.N per rank
+    cmd = [sys.executable, "-m", "paddle.distributed.launch", *devices, "--log_dir", str(logs),
+           str(Path(sys.executable).parent / "clasflow"), "train", "-c", str(config), "--run-name", run_name]
+    if store is not None:
+        cmd += ["--checkpoint-store", store.prefix]
+    log.info("launching %d training processes: %s", gpus, " ".join(cmd))
+    proc = subprocess.Popen(cmd)
+    # Kubernetes' SIGTERM goes to this process: hand it to the launcher, which passes it to every
+    # rank and waits (30 s) while rank 0 writes and stores its interrupted checkpoint.
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: proc.send_signal(signal.SIGTERM))
+    try:
+        code = proc.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if code != 0:
+        tail = (logs / "workerlog.0").read_text(errors="replace")[-3000:] if (logs / "workerlog.0").is_file() else ""
+        raise ClasflowError(f"data-parallel training ({gpus} processes) exited with {code}; rank 0's log ends:\n{tail}")
+    meta = ckpt.read_meta(arch_dir / str(cfg.epochs - 1))
+    final = {k: v for k, v in meta.metrics.items() if k != "best_epoch"}
+    return final, meta.best_top1, int(meta.metrics.get("best_epoch", -1))
 
 
 def _checkpoint_config(name: str, dataset_dir: str, model_dir: str, scratch: str, profile: Profile):

@@ -37,6 +37,7 @@ import hashlib
 import logging
 import os
 import re
+import shutil
 import time
 import urllib.parse
 import uuid
@@ -411,6 +412,9 @@ class _S3:
 
         return _with_retries(self.cfg, attempt, action=f"listing of s3://{bucket}/{prefix} at {self.cfg.endpoint}")
 
+    def remove(self, obj: _Obj) -> None:
+        _with_retries(self.cfg, lambda: self.client.remove_object(obj.bucket, obj.key), action=f"removal of {self._at(obj)}")
+
 
 # --------------------------------------------------------------------------------------- local
 
@@ -481,6 +485,26 @@ def list(uri_prefix: str | os.PathLike) -> list[str]:  # noqa: A001 (storage.lis
             found = [p for p in _local_files(loc.parent) if str(p).startswith(str(loc))]
         return [f"file://{p.absolute()}" if text.startswith("file://") else str(p) for p in found]
     return [str(_Obj(loc.bucket, key)) for key in _S3().keys(loc.bucket, loc.key)]
+
+
+def remove(uri: str | os.PathLike) -> int:
+    """Delete the file or object at `uri`, or everything under the folder `uri` (ending in a
+    slash); returns how many were deleted (0 when nothing was there)."""
+    loc, text = _parse(uri), os.fspath(uri)
+    if isinstance(loc, Path):
+        if loc.is_dir():
+            count = len(_local_files(loc))
+            shutil.rmtree(loc)
+            return count
+        if loc.is_file():
+            loc.unlink()
+            return 1
+        return 0
+    s3 = _S3()
+    keys = s3.keys(loc.bucket, loc.key) if text.endswith("/") else ([loc.key] if s3.stat(loc) is not None else [])
+    for key in keys:
+        s3.remove(_Obj(loc.bucket, key))
+    return len(keys)
 
 
 def upload_dir(local_dir: str | os.PathLike, uri_prefix: str | os.PathLike) -> list[str]:

@@ -8,31 +8,32 @@ from components.image import BASE_IMAGE
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def train_from_scratch(config: str, dataset: Input[Dataset], profile: str, image_size: int, epochs: int, batch_size: int,
-                       num_workers: int, experiment: str, pipeline_run: str, model: Output[Model], metrics: Output[Metrics]):
+                       num_workers: int, experiment: str, pipeline_run: str, model: Output[Model], metrics: Output[Metrics],
+                       gpus: int = 1):
     from clasflow.steps import Profile, train_step
 
     prof = Profile(profile, image_size, epochs, batch_size, num_workers, experiment, pipeline_run)
-    for key, value in train_step(config, dataset.path, model.path, prof).items():
+    for key, value in train_step(config, dataset.path, model.path, prof, gpus=gpus).items():
         metrics.log_metric(key, value)
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def finetune(config: str, dataset: Input[Dataset], pretrained: Input[Model], profile: str, image_size: int, epochs: int,
              batch_size: int, num_workers: int, experiment: str, pipeline_run: str, model: Output[Model],
-             metrics: Output[Metrics]):
+             metrics: Output[Metrics], gpus: int = 1):
     from clasflow.steps import Profile, train_step
 
     prof = Profile(profile, image_size, epochs, batch_size, num_workers, experiment, pipeline_run)
-    for key, value in train_step(config, dataset.path, model.path, prof, [pretrained.path]).items():
+    for key, value in train_step(config, dataset.path, model.path, prof, [pretrained.path], gpus=gpus).items():
         metrics.log_metric(key, value)
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def distill(config: str, dataset: Input[Dataset], teacher: Input[Model], student: Input[Model], profile: str,
             image_size: int, epochs: int, batch_size: int, num_workers: int, experiment: str, pipeline_run: str,
-            model: Output[Model], metrics: Output[Metrics]):
+            model: Output[Model], metrics: Output[Metrics], gpus: int = 1):
     from clasflow.steps import Profile, train_step
 
     prof = Profile(profile, image_size, epochs, batch_size, num_workers, experiment, pipeline_run)
-    for key, value in train_step(config, dataset.path, model.path, prof, [teacher.path, student.path]).items():
+    for key, value in train_step(config, dataset.path, model.path, prof, [teacher.path, student.path], gpus=gpus).items():
         metrics.log_metric(key, value)

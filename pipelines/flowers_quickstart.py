@@ -89,6 +89,10 @@ class ClusterSettings:
     optional_secret_env: tuple[str, ...] = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
     config_env: tuple[str, ...] = ("MLFLOW_TRACKING_URI", "CLASFLOW_S3_ENDPOINT", "CLASFLOW_ARTIFACT_ROOT", "AWS_DEFAULT_REGION")
     images: tuple[tuple[str, str], ...] = ()
+    retries: int = 3  # GPU tasks: a preempted or evicted pod is retried, resuming from the stored checkpoint
+    retry_backoff: str = "60s"  # the first wait, multiplied by retry_backoff_factor each time, for at most retry_backoff_max
+    retry_backoff_factor: float = 2.0
+    retry_backoff_max: str = "3600s"
 
 
 @dataclass(frozen=True)
@@ -97,7 +101,8 @@ class _Cluster:
     params: dict  # CLUSTER_PARAMETERS name -> pipeline parameter channel
 
 
-def _apply(task: dsl.PipelineTask, cluster: _Cluster | None, gpu: bool) -> dsl.PipelineTask:
+def _apply(task: dsl.PipelineTask, cluster: _Cluster | None, gpu: bool, gpus=1) -> dsl.PipelineTask:
+    """`gpus`: the GPU request of a GPU task (an int or the `gpus` pipeline parameter)."""
     if cluster is None:
         return task
     s, p = cluster.settings, cluster.params
@@ -108,7 +113,9 @@ def _apply(task: dsl.PipelineTask, cluster: _Cluster | None, gpu: bool) -> dsl.P
     kubernetes.set_image_pull_secrets(task, [p["image_pull_secret"]])
     if gpu:
         task.set_env_variable("CLASFLOW_REQUIRE_GPU", "1")  # a task whose GPU is not visible fails instead of using the CPU
-        task.set_accelerator_type(p["gpu_resource"]).set_accelerator_limit(1)
+        task.set_accelerator_type(p["gpu_resource"]).set_accelerator_limit(gpus)
+        task.set_retry(s.retries, backoff_duration=s.retry_backoff, backoff_factor=s.retry_backoff_factor,
+                       backoff_max_duration=s.retry_backoff_max)
         kubernetes.add_node_selector_json(task, p["gpu_node_selector"])
         kubernetes.add_toleration_json(task, p["gpu_tolerations"])
         kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=s.shm_size)
@@ -145,6 +152,7 @@ def build_pipeline(cluster: bool, settings: ClusterSettings = DEFAULT_CLUSTER):
         benchmark_precisions: str = "fp32,fp16,int8",
         benchmark_batch_sizes: str = "1,4",
         tolerance: float = 0.01,
+        gpus: int = 1,
         gpu_resource: str = c_["gpu_resource"],
         gpu_node_selector: dict = c_["gpu_node_selector"],
         gpu_tolerations: list = c_["gpu_tolerations"],
@@ -176,18 +184,19 @@ def build_pipeline(cluster: bool, settings: ClusterSettings = DEFAULT_CLUSTER):
                          num_workers=num_workers, experiment=experiment, pipeline_run=run_id)
             flags = {"run_finetune": run_finetune, "run_ssld": run_ssld, "run_mobilenetv3": run_mobilenetv3}
             with dsl.If(run_scratch == True, name="scratch"):  # noqa: E712 (a KFP condition, not a Python test)
-                task = c.train_from_scratch(config="ResNet50_vd", dataset=dataset, **sizes)
-                _apply(task.set_display_name("ResNet50_vd"), k8s, gpu=True)
+                task = c.train_from_scratch(config="ResNet50_vd", dataset=dataset, gpus=gpus, **sizes)
+                _apply(task.set_display_name("ResNet50_vd"), k8s, gpu=True, gpus=gpus)
             for config, arch, flag in FINETUNES:
                 with dsl.If(flags[flag] == True, name=flag.removeprefix("run_")):  # noqa: E712
-                    task = c.finetune(config=config, dataset=dataset, pretrained=weights[arch], **sizes)
-                    _apply(task.set_display_name(config), k8s, gpu=True)
+                    task = c.finetune(config=config, dataset=dataset, pretrained=weights[arch], gpus=gpus, **sizes)
+                    _apply(task.set_display_name(config), k8s, gpu=True, gpus=gpus)
             with dsl.If(run_random_erasing_and_distill == True, name="random-erasing-and-distill"):  # noqa: E712
-                teacher = c.finetune(config=TEACHER_CONFIG, dataset=dataset, pretrained=weights["ResNet50_vd_ssld"], **sizes)
-                teacher = _apply(teacher.set_display_name(TEACHER_CONFIG), k8s, gpu=True)
+                teacher = c.finetune(config=TEACHER_CONFIG, dataset=dataset, pretrained=weights["ResNet50_vd_ssld"], gpus=gpus,
+                                     **sizes)
+                teacher = _apply(teacher.set_display_name(TEACHER_CONFIG), k8s, gpu=True, gpus=gpus)
                 student = c.distill(config=DISTILL_CONFIG, dataset=dataset, teacher=teacher.outputs["model"],
-                                    student=weights[STUDENT_ARCH], **sizes)
-                student = _apply(student.set_display_name(DISTILL_CONFIG), k8s, gpu=True)
+                                    student=weights[STUDENT_ARCH], gpus=gpus, **sizes)
+                student = _apply(student.set_display_name(DISTILL_CONFIG), k8s, gpu=True, gpus=gpus)
                 evaluation = c.evaluate(config=DISTILL_CONFIG, dataset=dataset, model=student.outputs["model"],
                                         profile=profile, image_size=image_size, experiment=experiment, pipeline_run=run_id)
                 _apply(evaluation, k8s, gpu=True)

@@ -166,6 +166,16 @@ def test_epoch_indices_shards_cover_once():
     assert {len(p) for p in padded} == {4}
 
 
+def test_excluded_samples_leave_every_rank_the_same_count():
+    """Bad images are left out before the shares are cut: whichever rank they were on, every
+    rank still gets the same number of samples (so the same number of steps)."""
+    for bad in ([0], [0, 1, 2], [3, 7]):
+        parts = [epoch_indices(10, 1, shuffle=True, seed=3, rank=r, world=2, exclude=bad) for r in range(2)]
+        assert len(parts[0]) == len(parts[1]) == -(-(10 - len(bad)) // 2)
+        assert not set(np.concatenate(parts).tolist()) & set(bad)
+        assert set(np.concatenate(parts).tolist()) == set(range(10)) - set(bad)
+
+
 def test_auto_picks_dali_and_logs(small_ds, caplog):
     from clasflow.data import loader_tags
 

@@ -33,6 +33,7 @@ def test_compiled_package_loads_and_has_the_parameters():
                  "run_random_erasing_and_distill", "benchmark_backends"):
         assert name in params
     assert params["image_size"]["defaultValue"] == 224 and params["epochs"]["defaultValue"] == 20
+    assert params["gpus"]["defaultValue"] == 1  # GPUs per training task
 
 
 def _platform_executors(docs):
@@ -98,10 +99,19 @@ def test_cluster_settings_are_run_parameters():
             assert param(e["nodeSelector"]["nodeSelectorJson"]) == "gpu_node_selector", name
             assert [param(t["tolerationJson"]) for t in e["tolerations"]] == ["gpu_tolerations"], name
             assert placeholder(resources["accelerator"]["resourceType"]) == "gpu_resource", name
-            assert resources["accelerator"]["resourceCount"] == "1"
+            # training tasks request the `gpus` pipeline parameter's GPUs (one process each), eval and benchmark one
+            training = name.startswith(("exec-train", "exec-finetune", "exec-distill"))
+            assert resources["accelerator"]["resourceCount"] == (
+                "{{$.inputs.parameters['pipelinechannel--gpus']}}" if training else "1"), name
+            if training:
+                assert tasks[name]["inputs"]["parameters"]["gpus"] == {"componentInputParameter": "pipelinechannel--gpus"}
+            # a preempted or evicted GPU pod is retried (a training resumes from its stored checkpoint)
+            assert tasks[name]["retryPolicy"] == {"maxRetryCount": 3, "backoffDuration": "60s", "backoffFactor": 2.0,
+                                                  "backoffMaxDuration": "3600s"}, name
             assert e["emptyDirMounts"] == [{"medium": "Memory", "mountPath": "/dev/shm", "sizeLimit": "8Gi", "volumeName": "dshm"}]
         else:
             assert "nodeSelector" not in e and "tolerations" not in e and "accelerator" not in resources, name
+            assert "retryPolicy" not in tasks[name], name
     from clasflow.images import image
 
     assert {c["container"]["image"] for c in containers.values()} == {image("clasflow-gpu")}

@@ -102,6 +102,15 @@ def test_dirs_and_run_prefix(root, tmp_path):
         storage.run_prefix(root, "../escape")
 
 
+def test_remove_a_file_or_a_folder(root, tmp_path):
+    for rel in ("a/1", "a/2", "a/deep/3", "ab/4"):
+        storage.upload(_random_file(tmp_path / "src" / rel, 10), storage.join(root, rel))
+    assert storage.remove(storage.join(root, "a", "deep", "3")) == 1
+    assert storage.remove(storage.join(root, "a") + "/") == 2  # the folder only: ab/4 stays
+    assert storage.list(storage.join(root, "")) == [storage.join(root, "ab/4")]
+    assert storage.remove(storage.join(root, "a") + "/") == 0 and storage.remove(storage.join(root, "missing")) == 0
+
+
 def test_tampered_object_is_refused(s3_env, tmp_path):
     src = _random_file(tmp_path / "data.bin", 4096)
     uri = storage.upload(src, s3_env.uri("datasets/data.bin"))

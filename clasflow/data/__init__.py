@@ -57,18 +57,23 @@ def dist_info() -> tuple[int, int]:
 
 
 def epoch_indices(
-    n: int, epoch: int, *, shuffle: bool, seed: int, rank: int = 0, world: int = 1, pad: bool = True
+    n: int, epoch: int, *, shuffle: bool, seed: int, rank: int = 0, world: int = 1, pad: bool = True,
+    exclude: Sequence[int] = (),
 ) -> np.ndarray:
     """Sample indices this rank visits in ``epoch``.
 
     Shuffling is a full permutation drawn from ``seed + epoch`` (identical on all
-    ranks).  With ``pad`` (training) the list is padded by wrapping around so that
-    every rank gets the same count; without it (evaluation) the ranks' shares are
-    disjoint and together cover every sample exactly once.
+    ranks); the `exclude`d samples (bad images) are left out before the ranks'
+    shares are cut.  With ``pad`` (training) the list is padded by wrapping around
+    so that every rank gets the same count; without it (evaluation) the ranks'
+    shares are disjoint and together cover every sample exactly once.
     """
     order = np.arange(n, dtype=np.int64)
     if shuffle:
         order = np.random.RandomState((int(seed) + int(epoch)) % (2**32)).permutation(n)
+    if len(exclude):
+        order = order[~np.isin(order, list(exclude))]
+        n = len(order)
     if world > 1:
         if pad:
             total = int(math.ceil(n / world)) * world
@@ -117,11 +122,8 @@ class EpochLoader:
         self.fallback = ""  # why `loader: auto` did not get DALI (set by build_loader)
 
     def _indices(self, epoch: int) -> np.ndarray:
-        idx = epoch_indices(len(self.samples.paths), epoch, shuffle=self.mode == "train", seed=self.shuffle_seed,
-                            rank=self.rank, world=self.world, pad=self.mode == "train")
-        if self._bad:
-            idx = idx[~np.isin(idx, list(self._bad))]
-        return idx
+        return epoch_indices(len(self.samples.paths), epoch, shuffle=self.mode == "train", seed=self.shuffle_seed,
+                             rank=self.rank, world=self.world, pad=self.mode == "train", exclude=sorted(self._bad))
 
     def _plan(self, epoch: int) -> list[np.ndarray]:
         return batches_of(self._indices(epoch), self.batch_size)
@@ -139,6 +141,17 @@ class EpochLoader:
 
     def set_epoch(self, epoch: int) -> None:
         self._epoch = int(epoch)
+
+    @property
+    def bad_indices(self) -> set[int]:
+        """Samples found bad while decoding (left out from the next epoch on)."""
+        return set(self._bad)
+
+    def exclude(self, indices: Sequence[int]) -> None:
+        """Leave out samples another data-parallel rank found bad, so every rank's epoch keeps
+        the same number of batches."""
+        for idx in indices:
+            self._mark_bad(int(idx), "failed to decode on another data-parallel rank")
 
     def _mark_bad(self, idx: int, reason: str) -> None:
         if idx not in self._bad:

@@ -42,8 +42,14 @@ def jsdiv(student_logits: paddle.Tensor, teacher_logits: paddle.Tensor) -> paddl
     return ((kl(s, t) + kl(t, s)) / 2.0).mean()
 
 
-def topk_correct(logits: paddle.Tensor, labels: paddle.Tensor, k: int) -> int:
-    """How many samples have their label among the top-k logits."""
+def topk_hits(logits: paddle.Tensor, labels: paddle.Tensor, k: int) -> paddle.Tensor:
+    """How many samples have their label among the top-k logits, as a float32 tensor on the
+    logits' device (reading it is what waits for the device)."""
     k = min(k, logits.shape[-1])
     top = paddle.topk(logits, k, axis=-1)[1]
-    return int((top == labels.reshape([-1, 1])).any(axis=-1).astype("int64").sum())
+    return (top == labels.reshape([-1, 1])).any(axis=-1).astype("float32").sum()
+
+
+def topk_correct(logits: paddle.Tensor, labels: paddle.Tensor, k: int) -> int:
+    """`topk_hits` read on the host."""
+    return int(topk_hits(logits, labels, k))

@@ -18,6 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import paddle
@@ -30,7 +31,7 @@ from clasflow.engine.progress import StepProgress
 from clasflow.engine.runtime import (all_reduce_sum, check_gpu_requirement, device_tags, epoch_seed, rank, seed_everything,
                                      setup_device, world_size)
 from clasflow.engine.schedules import build_lr, build_optimizer
-from clasflow.errors import ClasflowError, ConfigError
+from clasflow.errors import ClasflowError, ConfigError, DataError
 from clasflow.fsutil import write_text_atomic
 from clasflow.models import build_model, load_pretrained
 from clasflow.tracking import Tracker
@@ -126,6 +127,60 @@ def _forward_loss(cfg: Config, model, images, labels, step_rng):
     return losses.cross_entropy(logits, labels, cfg.classes_num, cfg.ls_epsilon), logits
 
 
+class _DeviceSums:
+    """Per-epoch sums of loss * n, top-1 and top-k hits, kept on the device: adding a step
+    queues a few tensor ops, only `read` (at epoch end) waits for the device."""
+
+    def __init__(self):
+        self.loss = self.top1 = self.topk = None
+        self.n = 0
+
+    def add(self, loss, logits, labels, n: int, k: int) -> None:
+        self.loss = _plus(self.loss, loss.detach().astype("float32") * n)
+        if logits is not None:
+            self.top1 = _plus(self.top1, losses.topk_hits(logits, labels, 1))
+            self.topk = _plus(self.topk, losses.topk_hits(logits, labels, k))
+        self.n += n
+
+    def read(self) -> list[float]:
+        """[loss * n, top1, topk, n] as floats."""
+        return [float(t) if t is not None else 0.0 for t in (self.loss, self.top1, self.topk)] + [float(self.n)]
+
+
+def _plus(total, term):
+    return term if total is None else total + term
+
+
+def _equal_steps(loader, steps: int, epoch: int):
+    """Exactly `steps` batches from `loader`, on every data-parallel rank: a batch whose images
+    all failed to decode (dropped by the loader under skip_bad_images) is made up for by
+    training the last good batch again, so no rank waits in an all-reduce the others never
+    reach."""
+    count, last = 0, None
+    for batch in loader:
+        if count == steps:
+            raise ClasflowError(f"the train loader yielded more than its {steps} batches in epoch {epoch}")
+        count, last = count + 1, batch
+        yield batch
+    if count < steps:
+        if last is None:
+            raise DataError(f"epoch {epoch}: every image of this rank's share failed to decode; fix the train list")
+        log.warning("epoch %d: %d batch(es) lost to bad images on rank %d; repeating the last good batch so every "
+                    "rank runs %d steps", epoch, steps - count, rank(), steps)
+    for _ in range(steps - count):
+        yield last
+
+
+def _share_bad_images(loader) -> None:
+    """Make every rank leave out the images any rank found bad (so the ranks' epochs keep the
+    same number of batches)."""
+    if world_size() == 1:
+        return
+    mask = np.zeros(len(loader.samples.paths))
+    mask[sorted(loader.bad_indices)] = 1.0
+    loader.exclude(np.flatnonzero(np.asarray(all_reduce_sum(mask.tolist()))).tolist())
+
+
 def _log_line(epoch: int, phase: str, step: int | None, values: dict[str, float], elapse: float) -> str:
     parts = [f"epoch:{epoch}", phase] + ([f"step:{step}"] if step is not None else [])
     parts += [f"{k}:{v:.6f}" if k == "lr" else f"{k}:{v:.4f}" for k, v in values.items()]
@@ -137,17 +192,13 @@ def evaluate_model(cfg: Config, model, loader, epoch: int = 0) -> dict[str, floa
     net = model.student if cfg.use_distillation else model
     net.eval()
     k = cfg.topk
-    sums = [0.0, 0.0, 0.0, 0.0]  # loss*n, top1, topk, n
+    sums = _DeviceSums()
     start = time.time()
     with paddle.no_grad():
         for images, labels in loader:
             logits = net(images)
-            n = images.shape[0]
-            sums[0] += float(losses.cross_entropy(logits, labels, cfg.classes_num)) * n
-            sums[1] += losses.topk_correct(logits, labels, 1)
-            sums[2] += losses.topk_correct(logits, labels, k)
-            sums[3] += n
-    loss, top1, topk, n = all_reduce_sum(sums)
+            sums.add(losses.cross_entropy(logits, labels, cfg.classes_num), logits, labels, images.shape[0], k)
+    loss, top1, topk, n = all_reduce_sum(sums.read())
     if n == 0:
         raise ClasflowError(f"VALID.file_list {cfg.VALID.file_list}: no images to evaluate")
     metrics = {"loss": loss / n, "top1": top1 / n, f"top{k}": topk / n}
@@ -184,8 +235,10 @@ def _ran_on(device: str, train_loader, valid_loader) -> dict[str, str]:
     return tags
 
 
-def train(cfg: Config, *, run_name: str = "train", track: bool = True, trust: bool = False) -> TrainResult:
-    """Train (or distill) as the config says; see the module docstring."""
+def train(cfg: Config, *, run_name: str = "train", track: bool = True, trust: bool = False,
+          on_checkpoint: Callable[[Path], None] | None = None) -> TrainResult:
+    """Train (or distill) as the config says; see the module docstring. `on_checkpoint` is
+    called (on rank 0) with each checkpoint folder written: epochs, best_model, interrupted."""
     check_gpu_requirement("distill" if cfg.use_distillation else "train")
     check_files(cfg)
     device = setup_device(cfg)
@@ -234,12 +287,14 @@ def train(cfg: Config, *, run_name: str = "train", track: bool = True, trust: bo
             if first == 0:
                 seed_everything(epoch_seed(cfg.seed, epoch))
             train_loader.set_epoch(epoch)
+            if cfg.TRAIN.skip_bad_images:
+                _share_bad_images(train_loader)
+            epoch_steps = len(train_loader)
             net.train()
-            sums = {"loss": 0.0, "top1": 0.0, f"top{k}": 0.0, "n": 0.0}
+            sums = _DeviceSums()
             tic = epoch_tic = time.time()
-            images_seen = 0
-            with StepProgress(f"epoch {epoch}", total=steps, completed=first) as bar:
-                for step, (images, labels) in enumerate(train_loader):
+            with StepProgress(f"epoch {epoch}", total=epoch_steps, completed=first) as bar:
+                for step, (images, labels) in enumerate(_equal_steps(train_loader, epoch_steps, epoch)):
                     if step < first:
                         continue  # replaying a mid-epoch resume: these batches were trained
                     step_rng = np.random.default_rng(epoch_seed(cfg.seed, epoch) + step)
@@ -258,30 +313,27 @@ def train(cfg: Config, *, run_name: str = "train", track: bool = True, trust: bo
                     schedule.step()
                     global_step += 1
                     n = images.shape[0]
-                    images_seen += n
-                    values = {"loss": float(loss)}
-                    sums["loss"] += values["loss"] * n
-                    sums["n"] += n
-                    if logits is not None:
-                        values["top1"] = losses.topk_correct(logits, labels, 1) / n
-                        values[f"top{k}"] = losses.topk_correct(logits, labels, k) / n
-                        sums["top1"] += values["top1"] * n
-                        sums[f"top{k}"] += values[f"top{k}"] * n
-                    values["lr"] = lr
-                    if step % cfg.print_interval == 0 and is_main:
-                        log.info(_log_line(epoch, "train", step, values, time.time() - tic))
+                    sums.add(loss, logits, labels, n, k)  # stays on the device: no wait here
+                    if step % cfg.print_interval == 0 and is_main:  # reading the values waits for the device
+                        values = {"loss": float(loss)}
+                        if logits is not None:
+                            values["top1"] = float(losses.topk_hits(logits, labels, 1)) / n
+                            values[f"top{k}"] = float(losses.topk_hits(logits, labels, k)) / n
+                        log.info(_log_line(epoch, "train", step, values | {"lr": lr}, time.time() - tic))
                     tic = time.time()
                     bar.advance(n)
                     if sigterm.received:
                         if is_main:
                             meta = ckpt.CheckpointMeta(epoch, step + 1, global_step, config_hash, {"best_epoch": best_epoch},
-                                                       best_top1, complete=step + 1 == steps)
+                                                       best_top1, complete=step + 1 == epoch_steps)
                             folder = ckpt.save_checkpoint(arch_dir / "interrupted", model, optimizer, meta, scaler=scaler)
                             log.warning("checkpoint written to %s; resume with -o checkpoints=%s/%s", folder, folder, ckpt.PREFIX)
+                            if on_checkpoint is not None:
+                                on_checkpoint(folder)
                         raise TrainingInterrupted(f"stopped by SIGTERM at epoch {epoch} step {step}; checkpoint in {arch_dir / 'interrupted'}")
+            total = all_reduce_sum(sums.read())  # the epoch's one wait for the device
             elapsed = max(time.time() - epoch_tic, 1e-9)
-            total = all_reduce_sum([sums["loss"], sums["top1"], sums[f"top{k}"], sums["n"], images_seen])
-            epoch_metrics = {"train_loss": total[0] / max(total[3], 1), "lr": lr, "images_per_sec": total[4] / elapsed}
+            epoch_metrics = {"train_loss": total[0] / max(total[3], 1), "lr": lr, "images_per_sec": total[3] / elapsed}
             if not cfg.use_distillation and not cfg.use_mix:
                 epoch_metrics["train_top1"] = total[1] / max(total[3], 1)
             if valid_loader is not None and cfg.validate and (epoch + 1) % cfg.valid_interval == 0:
@@ -291,7 +343,9 @@ def train(cfg: Config, *, run_name: str = "train", track: bool = True, trust: bo
                     best_top1, best_epoch = valid["top1"], epoch
                     if is_main:
                         meta = ckpt.CheckpointMeta(epoch, 0, global_step, config_hash, epoch_metrics | {"best_epoch": epoch}, best_top1)
-                        ckpt.save_checkpoint(arch_dir / "best_model", model, optimizer, meta, scaler=scaler)
+                        folder = ckpt.save_checkpoint(arch_dir / "best_model", model, optimizer, meta, scaler=scaler)
+                        if on_checkpoint is not None:
+                            on_checkpoint(folder)
                 log.info("best valid top1 %.4f at epoch %d", best_top1, best_epoch)
             epoch_metrics["best_valid_top1"] = best_top1
             tracker.log_metrics(epoch_metrics, step=epoch)
@@ -300,9 +354,11 @@ def train(cfg: Config, *, run_name: str = "train", track: bool = True, trust: bo
             last_epoch = epoch == cfg.epochs - 1
             if is_main and ((epoch + 1) % cfg.save_interval == 0 or last_epoch):
                 meta = ckpt.CheckpointMeta(epoch, 0, global_step, config_hash, epoch_metrics | {"best_epoch": best_epoch}, best_top1)
-                ckpt.save_checkpoint(arch_dir / str(epoch), model, optimizer, meta, scaler=scaler)
+                folder = ckpt.save_checkpoint(arch_dir / str(epoch), model, optimizer, meta, scaler=scaler)
                 if (arch_dir / "interrupted").exists():
                     shutil.rmtree(arch_dir / "interrupted", ignore_errors=True)
+                if on_checkpoint is not None:
+                    on_checkpoint(folder)
         if final:
             tracker.log_metrics({"final_valid_top1": final.get("valid_top1", 0.0), "best_valid_top1": best_top1}, step=cfg.epochs - 1)
         if (arch_dir / "best_model").is_dir():
