@@ -106,7 +106,7 @@ def _plain_loop_seconds_per_image(cfg) -> float:
     return (time.time() - tic) / images_seen
 
 
-def bench_engine_overhead(data: Path, work: Path, steps: int, rounds: int = 2, arch: str = "MobileNetV3_large_x1_0") -> dict:
+def bench_engine_overhead(data: Path, work: Path, steps: int, rounds: int = 3, arch: str = "MobileNetV3_large_x1_0") -> dict:
     """Step time of `train` and of the plain loop, alternated `rounds` times (best of each)."""
     from clasflow.engine.trainer import train
 
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="bench.json")
     parser.add_argument("--loader-batches", type=int, default=8)
     parser.add_argument("--train-steps", type=int, default=4)
-    parser.add_argument("--overhead-steps", type=int, default=12)
+    parser.add_argument("--overhead-steps", type=int, default=5)
     parser.add_argument("--inference-repeats", type=int, default=30)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
