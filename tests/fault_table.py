@@ -10,7 +10,8 @@ available to every test by tests/conftest.py)::
 Rows are appended as JSON lines to the file named by ``CLASFLOW_FAULT_RESULTS`` (set by
 ``tests/fault_report.py``, i.e. ``make fault``); without it they are only kept in memory, so the
 tests behave the same inside ``make test``. Record before asserting, so a failing scenario is
-still counted as it was measured.
+still counted as it was measured; ``fault_record.plan(scenario, trials)`` first makes a test that
+crashes before it records show its row with 0 survived (see FaultRecorder).
 
 Loaded as a pytest plugin (``-p tests.fault_table``, which fault_report.py does), this module also
 counts a few existing tests of the regular suite that are fault scenarios in their own right
@@ -65,14 +66,42 @@ def record(scenario: str, trials: int, survived: int, data_lost: int | None, *, 
     return row
 
 
+class FaultRecorder:
+    """The ``fault_record`` fixture: ``fault_record(scenario, trials, survived, data_lost, note="")``.
+
+    ``fault_record.plan(scenario, trials)`` at the start of a test names the row it will record; a
+    test that ends (crash, failed assertion, timeout) without recording a planned row still gets it,
+    with 0 survived, so a failure shows in the table instead of removing the row. A test that
+    recorded nothing at all gets a row named after it, also with 0 survived.
+    """
+
+    def __init__(self, nodeid: str):
+        self.nodeid = nodeid
+        self.planned: dict[str, int] = {}
+        self.recorded: set[str] = set()
+
+    def plan(self, scenario: str, trials: int) -> None:
+        self.planned[scenario] = int(trials)
+
+    def __call__(self, scenario: str, trials: int, survived: int, data_lost: int | None, note: str = "") -> dict:
+        self.recorded.add(scenario)
+        return record(scenario, trials, survived, data_lost, note=note, test=self.nodeid)
+
+    def finish(self) -> None:
+        """Record what the test planned but never reported (it stopped before recording)."""
+        missing = {s: t for s, t in self.planned.items() if s not in self.recorded}
+        if not self.recorded and not missing:
+            missing = {f"{self.nodeid} (recorded no row)": 1}
+        for scenario, trials in missing.items():
+            record(scenario, trials, 0, None, note="the test stopped before recording its result", test=self.nodeid)
+
+
 @pytest.fixture
 def fault_record(request):
-    """``fault_record(scenario, trials, survived, data_lost, note="")``: count one scenario."""
-
-    def _record(scenario: str, trials: int, survived: int, data_lost: int | None, note: str = "") -> dict:
-        return record(scenario, trials, survived, data_lost, note=note, test=request.node.nodeid)
-
-    return _record
+    """Counts the scenarios of one test (see FaultRecorder)."""
+    recorder = FaultRecorder(request.node.nodeid)
+    yield recorder
+    recorder.finish()
 
 
 # ------------------------------------------------------------------ plugin hooks (-p tests.fault_table)

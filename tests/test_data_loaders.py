@@ -24,8 +24,8 @@ from clasflow.data import transforms as T  # noqa: E402
 from clasflow.data.lists import check_image_file, read_list  # noqa: E402
 from clasflow.errors import ConfigError, DataError  # noqa: E402
 
-pytest.importorskip("nvidia.dali")
-stats = pytest.importorskip("scipy.stats")
+import nvidia.dali  # noqa: E402,F401  (in the lock: a broken install must fail, not skip)
+from scipy import stats  # noqa: E402
 
 LOADERS = ["dali", "opencv"]
 MEAN = [0.485, 0.456, 0.406]

@@ -91,6 +91,7 @@ STORAGE_SCRIPT = textwrap.dedent("""
 def test_planted_secrets_do_not_leak(digits_data, tmp_path, mlflow_server, s3_env, fault_record):
     from mlflow.tracking import MlflowClient
 
+    fault_record.plan("secrets: planted S3 secret and MLflow password (logs, MLflow, S3, files, pipeline)", 8)
     assert leaks("x" + _forms(SECRETS["MLFLOW_TRACKING_PASSWORD"])["basic-auth"].decode(), "self-check")  # the detector works
     found: list[str] = []
     checked: list[str] = []
@@ -140,15 +141,21 @@ def test_planted_secrets_do_not_leak(digits_data, tmp_path, mlflow_server, s3_en
         found += more
         checked.append(f"{label} ({files} files)")
 
-    # 4. the compiled pipeline, compiled with the secrets in the environment
-    package = tmp_path / "flowers_quickstart.yaml"
-    compiled = subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
-                               "from pipelines import flowers_quickstart as fq; fq.compile_package(Path(sys.argv[1]))",
-                               str(package)], capture_output=True, text=True, env=_env({}), cwd=REPO, timeout=300)
-    assert compiled.returncode == 0, compiled.stderr[-3000:]
-    found += leaks(package.read_bytes(), "compiled pipeline") + leaks(compiled.stdout + compiled.stderr, "compile output")
-    found += leaks((REPO / "pipelines" / "flowers_quickstart.yaml").read_bytes(), "pipelines/flowers_quickstart.yaml")
-    assert "AWS_SECRET_ACCESS_KEY" in package.read_text()  # the package names the key, from the Secret
+    # 4. the pipeline compiled with the secrets in the environment is the one compiled without them:
+    # the compile reads settings from the environment (image registry and tag), never a credential
+    packages = {}
+    for label, env in (("with secrets", _env({})), ("without", {k: v for k, v in os.environ.items() if k not in SECRETS})):
+        package = tmp_path / f"flowers_quickstart-{label.replace(' ', '-')}.yaml"
+        compiled = subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
+                                   "from pipelines import flowers_quickstart as fq; fq.compile_package(Path(sys.argv[1]))",
+                                   str(package)], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+        assert compiled.returncode == 0, compiled.stderr[-3000:]
+        found += leaks(compiled.stdout + compiled.stderr, f"compile output ({label})")
+        packages[label] = package.read_bytes()
+    found += leaks(packages["with secrets"], "compiled pipeline")
+    if packages["with secrets"] != packages["without"]:
+        found.append("the compiled pipeline depends on the credentials in the environment")
+    assert b"AWS_SECRET_ACCESS_KEY" in packages["with secrets"]  # the package names the key, read from the Secret
     checked.append("compiled pipeline")
 
     fault_record("secrets: planted S3 secret and MLflow password (logs, MLflow, S3, files, pipeline)",
@@ -194,36 +201,45 @@ def _plain_text_places(manifests: list[dict]) -> list[str]:
     return texts
 
 
-def test_chart_renders_carry_no_planted_secret(fault_record):
-    found, renders = [], 0
-    for what, args in CHART_RENDERS.items():
-        proc = _helm(*args, env=_env({}))
-        assert proc.returncode == 0, f"{what}: {proc.stderr}"
-        renders += 1
-        found += leaks(proc.stdout + proc.stderr, f"helm template ({what})")
+# Where a user could hand the chart a credential: each is refused, or the value lands only in a Secret.
+CREDENTIAL_VALUES = {
+    "config.extra": lambda name, value: ["--set-string", f"config.extra.{name}={value}"],
+    "mlflow.extraEnv": lambda name, value: ["--set-string", f"mlflow.extraEnv[0].name={name}",
+                                            "--set-string", f"mlflow.extraEnv[0].value={value}"],
+}
+
+
+def _outside_secrets(manifests: list[dict]) -> str:
+    return yaml.safe_dump_all([m for m in manifests if m.get("kind") != "Secret"])
+
+
+def test_chart_given_credentials_through_values_leaks_none(fault_record):
+    """Every render setup x every value a credential could be put in (``--set``, how a leak would
+    happen: Helm templates cannot read the environment): refused with the key named, or only in a Secret."""
+    trials = [(setup, place, name) for setup in CHART_RENDERS for place in CREDENTIAL_VALUES for name in SECRETS]
+    scenario = "secrets: Helm chart given the planted credentials through --set values"
+    fault_record.plan(scenario, len(trials) + len(CHART_RENDERS))  # the renders with credentials, then without
+    found, refused, plain = [], 0, []
+    for setup, place, name in trials:
+        proc = _helm(*CHART_RENDERS[setup], *CREDENTIAL_VALUES[place](name, SECRETS[name]))
+        if proc.returncode != 0:  # refused: fine when the message names the key
+            if name in proc.stderr:
+                refused += 1
+            else:
+                found.append(f"{setup} / {place}: refused without naming {name}: {proc.stderr}")
+            continue
         manifests = [d for d in yaml.safe_load_all(proc.stdout) if d]
-        for text in _plain_text_places(manifests):
-            if re.search(r"(ACCESS_KEY|SECRET_KEY|PASSWORD|TOKEN)\S*=\S", text):  # names of credentials, not of Secrets
-                found.append(f"{what}: a credential in plain text: {text}")
-    fault_record("secrets: Helm chart rendered with the secrets in the environment", trials=renders,
-                 survived=renders if not found else 0, data_lost=len(found),
-                 note="credentials reach pods only through secretKeyRef/envFrom of a Secret")
-    assert not found, found
-
-
-def test_chart_refuses_a_credential_in_plain_values(fault_record):
-    secret = SECRETS["AWS_SECRET_ACCESS_KEY"]
-    attempts = {
-        "config.extra": ["--set-string", f"config.extra.AWS_SECRET_ACCESS_KEY={secret}"],
-        "mlflow.extraEnv": ["--set-string", "mlflow.extraEnv[0].name=MLFLOW_TRACKING_PASSWORD",
-                            "--set-string", f"mlflow.extraEnv[0].value={secret}"],
-    }
-    rendered_plain = []
-    for what, args in attempts.items():
+        found += leaks(_outside_secrets(manifests) + proc.stderr, f"helm template ({setup}, {name} in {place})")
+    for setup, args in CHART_RENDERS.items():  # and without them: no credential-looking value in plain text
         proc = _helm(*args)
-        if proc.returncode == 0 and secret in proc.stdout:
-            rendered_plain.append(what)
-    fault_record("secrets: credential passed to the chart in config.extra / mlflow.extraEnv", trials=len(attempts),
-                 survived=len(attempts) - len(rendered_plain), data_lost=len(rendered_plain),
-                 note=("rendered in plain text: " + ", ".join(rendered_plain)) if rendered_plain else "refused")
-    assert not rendered_plain, rendered_plain
+        manifests = [d for d in yaml.safe_load_all(proc.stdout) if d] if proc.returncode == 0 else []
+        if proc.returncode != 0:
+            found.append(f"{setup}: render failed: {proc.stderr}")
+        plain += [f"{setup}: {t}" for t in _plain_text_places(manifests)
+                  if re.search(r"(ACCESS_KEY|SECRET_KEY|PASSWORD|TOKEN)\S*=\S", t)]
+    found += [f"a credential in plain text: {t}" for t in plain]
+    total = len(trials) + len(CHART_RENDERS)
+    fault_record(scenario, trials=total, survived=max(0, total - len(found)),
+                 data_lost=len(found), note=f"{refused} of {len(trials)} refused naming the key; credentials reach pods "
+                                            f"only through secretKeyRef/envFrom of a Secret")
+    assert not found, found

@@ -43,6 +43,8 @@ def _journal_records(journal: Path) -> list[dict]:
 def test_mlflow_killed_mid_training_loses_no_point(digits_data, tmp_path, fault_record):
     from mlflow.tracking import MlflowClient
 
+    scenario = "tracking: MLflow server SIGKILLed after epoch 1, restarted on its port ~30 s later"
+    fault_record.plan(scenario, 1)
     (tmp_path / "srv").mkdir()
     server = MlflowServer(tmp_path / "srv")
     out = tmp_path / "out"
@@ -75,28 +77,29 @@ def test_mlflow_killed_mid_training_loses_no_point(digits_data, tmp_path, fault_
                 proc.kill()
                 proc.wait()
         text = log_file.read_text()
-        assert rc == 0, text[-3000:]
-
         records = _journal_records(journal)
         points = [(k, r["step"], r["ts"], v) for r in records if r["op"] == "metrics" for k, v in r["metrics"].items()]
         during_outage = sum(1 for _, _, ts, _ in points if killed_at * 1000 <= ts <= back_at * 1000)
         client = MlflowClient(server.url)
         exp = client.get_experiment_by_name(EXPERIMENT)
-        runs = client.search_runs([exp.experiment_id])
-        assert len(runs) == 1, [r.info.run_id for r in runs]
-        run = runs[0]
+        runs = client.search_runs([exp.experiment_id]) if exp else []
         stored, duplicates = {}, 0
-        for key in {k for k, *_ in points}:
-            history = [(m.step, m.timestamp, m.value) for m in client.get_metric_history(run.info.run_id, key)]
-            duplicates += len(history) - len(set(history))
-            stored[key] = set(history)
-        lost = [p for p in points if (p[1], p[2], p[3]) not in stored[p[0]]]
+        for run in runs:
+            for key in {k for k, *_ in points}:
+                history = [(m.step, m.timestamp, m.value) for m in client.get_metric_history(run.info.run_id, key)]
+                duplicates += len(history) - len(set(history))
+                stored.setdefault(key, set()).update(history)
+        lost = [p for p in points if (p[1], p[2], p[3]) not in stored.get(p[0], set())]
         steps = sorted({s for _, s, _, _ in points})
-        fault_record("tracking: MLflow server SIGKILLed after epoch 1, restarted on its port ~30 s later", trials=1,
-                     survived=int(not lost and run.info.status == "FINISHED"), data_lost=len(lost),
-                     note=f"{len(points)} metric points over epochs {steps[0]}-{steps[-1]}, {during_outage} logged while "
-                          f"the server was down, {len(lost)} lost, {duplicates} duplicated")
+        finished = rc == 0 and len(runs) == 1 and runs[0].info.status == "FINISHED"
+        fault_record(scenario, trials=1, survived=int(finished and not lost), data_lost=len(lost),
+                     note=f"exit {rc}, {len(runs)} MLflow run(s); {len(points)} metric points over epochs "
+                          f"{steps[0] if steps else '-'}-{steps[-1] if steps else '-'}, {during_outage} logged while the server was down, "
+                          f"{len(lost)} lost, {duplicates} duplicated")
 
+    assert rc == 0, text[-3000:]
+    assert len(runs) == 1, [r.info.run_id for r in runs]
+    run = runs[0]
     assert down_at_kill, "training ended before the server was killed: the fault did not hit"
     assert "unreachable" in text and "every point was delivered after the tracking server came back" in text, text[-3000:]
     assert steps == list(range(EPOCHS))

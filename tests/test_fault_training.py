@@ -109,6 +109,7 @@ def _final_name_problems(arch_dir: Path) -> list[str]:
 
 @pytest.mark.timeout(900)
 def test_sigkill_at_random_steps_then_resume(digits_data, tmp_path, fault_record):
+    fault_record.plan("training: SIGKILL at a random step, resumed with checkpoints=auto", KILL_TRIALS)
     ref_out = tmp_path / "reference"
     rc, log = _run(_train_cmd(digits_data, ref_out))
     assert rc == 0, log[-3000:]
@@ -328,6 +329,7 @@ REPLACE_WINDOW = textwrap.dedent("""
 def test_sigkill_between_the_renames_of_a_replacing_save(tmp_path, fault_record):
     """The kill leaves the previous best_model as .best_model.old-PID; clasflow puts it back
     the next time it looks for that checkpoint."""
+    fault_record.plan("checkpoints: SIGKILL between the two renames that replace best_model (deterministic)", 1)
     script = tmp_path / "replace.py"
     script.write_text(REPLACE_WINDOW)
     proc = subprocess.run([sys.executable, str(script), str(tmp_path / "out")], capture_output=True, text=True,
