@@ -39,6 +39,14 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
 
 
+def local_artifact_location(uri: str) -> str | None:
+    """Artifacts of a new experiment in a local sqlite store: ``mlartifacts/`` beside the database
+    (MLflow's own default is ``./mlruns`` in whatever folder the process runs in)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
+
+
 class Tracker:
     """One MLflow run fed through a journal. Use as a context manager."""
 
@@ -161,7 +169,8 @@ class Tracker:
         if self.run_id is None:
             client = self.client()
             exp = client.get_experiment_by_name(self.experiment)
-            exp_id = exp.experiment_id if exp else client.create_experiment(self.experiment)
+            exp_id = exp.experiment_id if exp else client.create_experiment(
+                self.experiment, artifact_location=local_artifact_location(tracking_uri()))
             tags = {"mlflow.runName": self.run_name}
             if self.parent:
                 tags["mlflow.parentRunId"] = self.parent

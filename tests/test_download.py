@@ -100,6 +100,7 @@ def test_slow_server_times_out_and_retries(http_server, tmp_path):
     http_server.faults.slow["w.bin"] = 1.0
     with pytest.raises(DownloadError, match="giving up"):
         fetch(url, tmp_path / "w.bin", md5, backoff=0, retries=1, timeout=0.2)
+    assert [p for p, _ in http_server.faults.requests] == ["w.bin", "w.bin"]  # timed out, retried once, gave up
     assert not (tmp_path / "w.bin").exists()
 
 
