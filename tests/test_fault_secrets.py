@@ -201,7 +201,8 @@ def _plain_text_places(manifests: list[dict]) -> list[str]:
     return texts
 
 
-# Where a user could hand the chart a credential: each is refused, or the value lands only in a Secret.
+# Where a user could hand the chart a credential (config.extra is gone: the schema refuses it; mlflow.extraEnv
+# refuses credential-looking names): each is refused without echoing it, or the value lands only in a Secret.
 CREDENTIAL_VALUES = {
     "config.extra": lambda name, value: ["--set-string", f"config.extra.{name}={value}"],
     "mlflow.extraEnv": lambda name, value: ["--set-string", f"mlflow.extraEnv[0].name={name}",
@@ -222,11 +223,9 @@ def test_chart_given_credentials_through_values_leaks_none(fault_record):
     found, refused, plain = [], 0, []
     for setup, place, name in trials:
         proc = _helm(*CHART_RENDERS[setup], *CREDENTIAL_VALUES[place](name, SECRETS[name]))
-        if proc.returncode != 0:  # refused: fine when the message names the key
-            if name in proc.stderr:
-                refused += 1
-            else:
-                found.append(f"{setup} / {place}: refused without naming {name}: {proc.stderr}")
+        if proc.returncode != 0:  # refused (the schema, or the chart's credential check): fine unless it echoes it
+            refused += 1
+            found += leaks(proc.stderr, f"helm's refusal ({setup}, {name} in {place})")
             continue
         manifests = [d for d in yaml.safe_load_all(proc.stdout) if d]
         found += leaks(_outside_secrets(manifests) + proc.stderr, f"helm template ({setup}, {name} in {place})")
@@ -240,6 +239,6 @@ def test_chart_given_credentials_through_values_leaks_none(fault_record):
     found += [f"a credential in plain text: {t}" for t in plain]
     total = len(trials) + len(CHART_RENDERS)
     fault_record(scenario, trials=total, survived=max(0, total - len(found)),
-                 data_lost=len(found), note=f"{refused} of {len(trials)} refused naming the key; credentials reach pods "
+                 data_lost=len(found), note=f"{refused} of {len(trials)} refused; credentials reach pods "
                                             f"only through secretKeyRef/envFrom of a Secret")
     assert not found, found
