@@ -267,12 +267,21 @@ def test_data_parallel_on_two_cpu_ranks(digits_data, tmp_path):
     assert (tmp_path / "out" / "MobileNetV3_small_x0_35" / "0" / "ppcls.pdparams").is_file()
 
 
-def test_mixup_and_label_smoothing_train(digits_data, tmp_path):
-    result = train(_cfg(digits_data, f"model_save_dir={tmp_path}", "use_mix=True", "ls_epsilon=0.1", epochs=4), track=False)
+def test_mixup_and_label_smoothing_train(tmp_path):
+    from clasflow.data.fixture import build_fixture
+    from clasflow.data.flowers102 import prepare_flowers102
+
+    root = tmp_path / "synthetic"  # 4 easy classes: learning shows within 4 short epochs
+    build_fixture(root / "data", source="synthetic", classes=4, per_class=40, size=32, seed=0)
+    prepare_flowers102(root / "data", download=False)
+    over = tiny_overrides(root, classes=4, epochs=4) + SMALL + [f"model_save_dir={tmp_path / 'out'}", "use_mix=True",
+                                                                "ls_epsilon=0.1", "print_interval=100"]
+    result = train(load_config(CONFIGS / "ResNet50_vd.yaml", over), track=False)
     assert "train_top1" not in result.final  # PaddleClas reports no train accuracy under mixup
     losses = [h["train_loss"] for h in result.history]
-    assert np.isfinite(losses).all() and "valid_top1" in result.final
-    assert losses[-1] < losses[0] - 0.05, losses  # it learns under mixup and label smoothing
+    # A model that predicts nothing has loss ln(4) under mixup and label smoothing alike.
+    assert losses[-1] < losses[0] and losses[-1] < np.log(4) - 0.1, losses
+    assert result.final["valid_top1"] >= 0.5, result.history  # chance is 0.25
 
 
 def test_bench_loader_cli_reports_both_loaders(digits_data, capsys):
