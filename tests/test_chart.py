@@ -751,3 +751,20 @@ def test_the_bucket_job_creates_missing_buckets_and_keeps_the_others(tmp_path):
         assert {b["Name"] for b in s3.list_buckets()["Buckets"]} == {"clasflow", "extra-bucket"}
         assert s3.get_bucket_location(Bucket="extra-bucket")["LocationConstraint"] == "eu-west-1"
         assert s3.get_object(Bucket="clasflow", Key="runs/keep.txt")["Body"].read() == b"kept"
+
+
+def test_one_experiment_name_across_readme_docs_makefile_chart_and_pipeline():
+    """The KFP experiment of every documented `kfp run create` and the MLflow experiment are one name."""
+    from pipelines import flowers_quickstart as fq
+
+    texts = {p: (REPO / p).read_text() for p in ("README.md", "docs/gpu-cluster.md", "Makefile")}
+    names = {}
+    for path, text in texts.items():
+        # `run create -e NAME`, `--experiment-name NAME`, `KFP_EXPERIMENT ?= NAME`
+        for match in re.finditer(r"(?:run create -e|--experiment-name|KFP_EXPERIMENT \?=)\s+\"?([\w.-]+)", text):
+            names.setdefault(match[1], set()).add(path)
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    pipeline = next(yaml.safe_load_all(fq.PACKAGE.read_text()))["root"]["inputDefinitions"]["parameters"]
+    assert set(names) == {"flowers102-quickstart"}, names
+    assert names["flowers102-quickstart"] == set(texts)
+    assert values["config"]["experimentName"] == pipeline["experiment"]["defaultValue"] == "flowers102-quickstart"
