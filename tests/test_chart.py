@@ -171,6 +171,8 @@ def test_kubernetes_validate_strict_rejects_unknown_fields(tmp_path):
          "sqlite"),
         (["--set", "mlflow.corsAllowedOrigins[0]=mlflow.example.com"], "corsAllowedOrigins"),
         (["--set", "pipelineNamespaces[0]=Team_A"], "pipelineNamespaces"),
+        (["--set", "kfp.uploadPipeline.enabled=true", "--set", "kfp.uploadPipeline.namespace=team-x"],
+         "not in pipelineNamespaces"),
         (["--set", "podAnnotations.a=1", "--set-json", "podAnnotations.b=1"], "podAnnotations"),
     ],
 )

@@ -205,6 +205,10 @@ affinity:
 {{- if and .Values.mlflow.ingress.enabled (not .Values.mlflow.ingress.host) }}
 {{- fail "mlflow.ingress.enabled=true needs mlflow.ingress.host" }}
 {{- end }}
+{{- $k := .Values.kfp.uploadPipeline }}
+{{- if and $k.enabled $k.namespace (not (has $k.namespace .Values.pipelineNamespaces)) }}
+{{- fail (printf "kfp.uploadPipeline.namespace=%s is not in pipelineNamespaces: the pipeline's pods would run there without the Secret and ConfigMap; add it to pipelineNamespaces" $k.namespace) }}
+{{- end }}
 {{- if .Values.mlflow.auth.enabled }}
 {{- if not .Values.mlflow.auth.existingSecret }}
 {{- fail "mlflow.auth.enabled=true needs mlflow.auth.existingSecret (MLFLOW_AUTH_ADMIN_USERNAME, MLFLOW_AUTH_ADMIN_PASSWORD, MLFLOW_FLASK_SERVER_SECRET_KEY)" }}
