@@ -11,7 +11,7 @@ UV_VERSION := 0.13.9
 # Paddle pins its CPU threads to 1 unless this is set before it is imported.
 export OMP_NUM_THREADS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: setup test test-oracle quickstart compile submit bench fault mlflow-ui clean
+.PHONY: setup test test-oracle quickstart compile submit bench bench-peer fault mlflow-ui clean
 .PHONY: images push release chart-sync lint-chart
 
 setup: $(STAMP) $(BIN)/helm
@@ -77,6 +77,18 @@ fault: setup
 # Figures of this machine (loaders, training, inference); benchmarks print, they do not assert.
 bench: setup
 	$(BIN)/python -m clasflow.bench --out bench.json
+
+# clasflow against PaddleClas's own trainer and loader, side by side (not part of `make test`).
+# PaddleClas 2.6.0 on the index has no engine or loader; 2.2.1 is the newest release that has
+# them (see clasflow/bench_peer.py). Installed without its dependencies, like the oracle's.
+PEER_SITE := $(VENV)/peer-site
+bench-peer: setup $(PEER_SITE)
+	$(BIN)/python -m clasflow.bench_peer --peer-site $(PEER_SITE) --out bench.json
+
+$(PEER_SITE): | $(STAMP)
+	rm -rf $@.tmp
+	$(BIN)/uv pip install -q --python $(BIN)/python --target $@.tmp --no-deps paddleclas==2.2.1
+	mv $@.tmp $@
 
 # Our models against PaddleClas 2.6 itself (installed from the package index into a side folder,
 # without its dependencies: the tests load its two backbone modules only). `make test` runs these too.

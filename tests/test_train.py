@@ -34,7 +34,7 @@ def test_log_lines_checkpoints_and_best_model(digits_data, tmp_path, caplog):
     cfg = _cfg(digits_data, f"model_save_dir={tmp_path}", "save_interval=1")
     result = train(cfg, track=False)
     lines = [r.getMessage() for r in caplog.records if " train step:" in r.getMessage()]
-    pattern = r"^epoch:\d+ train step:\d+ loss:\d+\.\d{4} top1:\d\.\d{4} top5:\d\.\d{4} lr:\d\.\d{6} elapse:\d+\.\d{3}$"
+    pattern = r"^epoch:\d+ train step:\d+ loss:\d+\.\d{4} top1:\d\.\d{4} top5:\d\.\d{4} lr:\d\.\d{6} reader_cost:\d+\.\d{4} elapse:\d+\.\d{3}$"
     assert lines and all(re.match(pattern, line) for line in lines), lines[:3]
     arch = tmp_path / "MobileNetV3_small_x0_35"
     assert sorted(p.name for p in arch.iterdir() if p.is_dir()) == ["0", "1", "best_model"]

@@ -297,6 +297,7 @@ def train(cfg: Config, *, run_name: str = "train", track: bool = True, trust: bo
                 for step, (images, labels) in enumerate(_equal_steps(train_loader, epoch_steps, epoch)):
                     if step < first:
                         continue  # replaying a mid-epoch resume: these batches were trained
+                    reader_cost = time.time() - tic  # waiting for this batch (the rest of elapse is compute)
                     step_rng = np.random.default_rng(epoch_seed(cfg.seed, epoch) + step)
                     if scaler is not None:
                         with paddle.amp.auto_cast(level="O1"):
@@ -319,9 +320,9 @@ def train(cfg: Config, *, run_name: str = "train", track: bool = True, trust: bo
                         if logits is not None:
                             values["top1"] = float(losses.topk_hits(logits, labels, 1)) / n
                             values[f"top{k}"] = float(losses.topk_hits(logits, labels, k)) / n
-                        log.info(_log_line(epoch, "train", step, values | {"lr": lr}, time.time() - tic))
-                    tic = time.time()
+                        log.info(_log_line(epoch, "train", step, values | {"lr": lr, "reader_cost": reader_cost}, time.time() - tic))
                     bar.advance(n)
+                    tic = time.time()
                     if sigterm.received:
                         if is_main:
                             meta = ckpt.CheckpointMeta(epoch, step + 1, global_step, config_hash, {"best_epoch": best_epoch},
