@@ -425,7 +425,7 @@ def _add_misc(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("tracking", help="MLflow helpers")
     ts = t.add_subparsers(dest="tracking", required=True)
     s = ts.add_parser("sync", help="send a journal left by a run whose tracking server was down")
-    s.add_argument("journal")
+    s.add_argument("journal", help="an mlflow-journal.jsonl: a path, or the s3:// URI of the copy a pipeline step published")
     s.set_defaults(func=_tracking_sync)
     b = sub.add_parser("bench-loader", help="images/s and CPU-ms/image of the DALI and OpenCV loaders side by side")
     b.add_argument("-c", "--config", required=True)

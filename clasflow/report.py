@@ -55,7 +55,7 @@ def collect(experiment: str = DEFAULT_EXPERIMENT, pipeline_run: str | None = Non
     runs = client.search_runs([exp.experiment_id], filter_string=query, order_by=["attributes.start_time DESC"])
     latest: dict[str, object] = {}
     for run in runs:  # newest first: keep the latest run per config
-        name = run.data.tags.get("mlflow.runName", run.info.run_id)
+        name = run.data.tags.get("clasflow.run_name") or run.data.tags.get("mlflow.runName", run.info.run_id)
         if run.data.tags.get("clasflow.stage") in ("train", "distill") and name not in latest:
             latest[name] = run
     rows = []
@@ -65,6 +65,30 @@ def collect(experiment: str = DEFAULT_EXPERIMENT, pipeline_run: str | None = Non
         best = max((v for _, v in curve), default=0.0)
         rows.append(Row(name, run.info.run_id, best, PUBLISHED_TOP1.get(name), None, "", curve))
     return rows
+
+
+def run_warnings(experiment: str, pipeline_run: str | None = None, client=None) -> list[str]:
+    """What a pipeline run's MLflow runs say went another way than asked: loader fallbacks, and the
+    benchmark's ok/skipped/failed counts with the reasons (tags and metrics set by the steps)."""
+    from mlflow.tracking import MlflowClient
+
+    client = client or MlflowClient(tracking_uri())
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    query = f"tags.`{PIPELINE_TAG}` = '{pipeline_run}'" if pipeline_run else ""
+    lines = []
+    for run in client.search_runs([exp.experiment_id], filter_string=query, order_by=["attributes.start_time ASC"]):
+        name, tags, metrics = run.data.tags.get("clasflow.run_name", run.info.run_name), run.data.tags, run.data.metrics
+        for key, reason in sorted(tags.items()):
+            if key.startswith("clasflow.loader.") and key.endswith(".fallback"):
+                lines.append(f"{name}: {key.split('.')[2]} loader fell back to {tags.get(key.removesuffix('.fallback'))}: {reason}")
+        if tags.get("clasflow.stage") == "benchmark":
+            counts = ", ".join(f"{metrics.get(f'benchmark/{s}', 0):.0f} {s}" for s in ("ok", "skipped", "failed"))
+            lines.append(f"{name} on {tags.get('clasflow.device', '?')}: {counts}")
+            lines += [f"{name}: {k.removeprefix('clasflow.benchmark.')}: {v}" for k, v in sorted(tags.items())
+                      if k.startswith(("clasflow.benchmark.failed.", "clasflow.benchmark.skipped."))]
+    return lines
 
 
 def judge(rows: list[Row], profile: str, tolerance: float = 0.01) -> list[Row]:
@@ -110,7 +134,7 @@ def _fmt(v: float | None, signed: bool = False) -> str:
     return f"{v:+.4f}" if signed else f"{v:.4f}"
 
 
-def markdown(rows: list[Row], profile: str, tolerance: float) -> str:
+def markdown(rows: list[Row], profile: str, tolerance: float, warnings: list[str] = ()) -> str:
     head = [f"# flowers102 quick start: best valid Top1 ({profile} profile)", ""]
     if profile != "full":
         head += ["> Demo profile: fixture data, demo weights, small images and few epochs. The figures only show",
@@ -120,10 +144,13 @@ def markdown(rows: list[Row], profile: str, tolerance: float) -> str:
     lines = head + ["| config | best Top1 | published | delta | verdict |", "|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r.config} | {_fmt(r.best_top1)} | {_fmt(r.published)} | {_fmt(r.delta, True)} | {r.verdict} |")
-    return "\n".join(lines + ["", "![Top1 curves](top1_curves.png)", ""])
+    lines += ["", "![Top1 curves](top1_curves.png)", ""]
+    if warnings:
+        lines += ["## Warnings", ""] + [f"- {w}" for w in warnings] + [""]
+    return "\n".join(lines)
 
 
-def to_html(rows: list[Row], profile: str, tolerance: float, image_src: str = "top1_curves.png") -> str:
+def to_html(rows: list[Row], profile: str, tolerance: float, image_src: str = "top1_curves.png", warnings: list[str] = ()) -> str:
     """One self-contained page (the curves are embedded, as KFP's UI shows a single file)."""
     cells = "".join(
         f"<tr><td>{html.escape(r.config)}</td><td>{_fmt(r.best_top1)}</td><td>{_fmt(r.published)}</td>"
@@ -138,12 +165,14 @@ def to_html(rows: list[Row], profile: str, tolerance: float, image_src: str = "t
         ".pass{color:green}.fail{color:#b00}</style></head><body>"
         f"<h1>flowers102 quick start: best valid Top1 ({html.escape(profile)} profile)</h1>{note}"
         "<table><tr><th>config</th><th>best Top1</th><th>published</th><th>delta</th><th>verdict</th></tr>"
-        f"{cells}</table><p><img src='{image_src}' alt='Top1 curves'></p></body></html>"
+        f"{cells}</table><p><img src='{image_src}' alt='Top1 curves'></p>"
+        + ("<h2>Warnings</h2><ul>" + "".join(f"<li>{html.escape(w)}</li>" for w in warnings) + "</ul>" if warnings else "")
+        + "</body></html>"
     )
 
 
 def compare(out_dir: str | os.PathLike, *, experiment: str | None = None, pipeline_run: str | None = None,
-            profile: str = "full", tolerance: float = 0.01) -> list[Row]:
+            profile: str = "full", tolerance: float = 0.01, warnings: list[str] = ()) -> list[Row]:
     """Write top1_curves.png, report.md, report.html and report.json into `out_dir`."""
     experiment = experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
     rows = judge(collect(experiment, pipeline_run), profile, tolerance)
@@ -152,8 +181,8 @@ def compare(out_dir: str | os.PathLike, *, experiment: str | None = None, pipeli
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plot(rows, out / "top1_curves.png")
-    write_text_atomic(out / "report.md", markdown(rows, profile, tolerance))
+    write_text_atomic(out / "report.md", markdown(rows, profile, tolerance, warnings))
     png = base64.b64encode((out / "top1_curves.png").read_bytes()).decode()
-    write_text_atomic(out / "report.html", to_html(rows, profile, tolerance, f"data:image/png;base64,{png}"))
+    write_text_atomic(out / "report.html", to_html(rows, profile, tolerance, f"data:image/png;base64,{png}", warnings))
     write_text_atomic(out / "report.json", json.dumps([asdict(r) for r in rows], indent=2))
     return rows

@@ -86,6 +86,30 @@ def publish(path: str | os.PathLike, name: str, profile: "Profile") -> str | Non
 
 
 
+def task_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """A step's metrics as its KFP component outputs them: ``task.<name>``. Kubeflow's MLflow plugin
+    logs a task's output metrics into the same MLflow run clasflow logs its per-epoch history to, so
+    they must not share a name (a ``valid_top1`` point at step 0 would join the Top1 curve)."""
+    return {f"task.{k}": float(v) for k, v in metrics.items()}
+
+
+def keep_journal(journal: Path, published: str | None, metrics: dict[str, float]) -> int:
+    """After a tracked stage: record ``mlflow_pending`` (journal records MLflow did not get) in the
+    step's metrics and, when there are any, say where the journal is kept and how to send it."""
+    from clasflow.tracking import STATE_SUFFIX, pending, write_state
+
+    left = pending(journal)
+    metrics["mlflow_pending"] = float(left)
+    if published and journal.is_file():  # both copies know of each other: a sync of either updates the other
+        write_state(journal, published=storage.join(published, journal.name))
+        storage.upload(journal.with_name(journal.name + STATE_SUFFIX), storage.join(published, journal.name) + STATE_SUFFIX)
+    if left:
+        where = storage.join(published, journal.name) if published else str(journal)
+        log.warning("MLflow did not get %d records of this step; they are kept in %s (and the step's artifact): run "
+                    "`clasflow tracking sync %s` when the tracking server answers", left, where, where)
+    return left
+
+
 def _cache_key(kind: str, ident: str) -> str:
     return f"index/{kind}-{hashlib.sha256(ident.encode()).hexdigest()[:40]}"
 
@@ -254,7 +278,8 @@ def checkpoint_store(name: str, cfg, profile: "Profile"):
 
 def train_step(name: str, dataset_dir: str, out_dir: str, profile: Profile, pretrained_dirs: list[str] = (),
                run_name: str = "", gpus: int = 1) -> dict[str, float]:
-    """Train one quick-start config; keep final/ and best_model/ in `out_dir` (the model artifact).
+    """Train one quick-start config; keep final/, best_model/ and the MLflow journal in `out_dir`
+    (the model artifact).
 
     With an artifact root, every checkpoint is stored under the pipeline run and config, and a
     step started again for them (a retried task on a new pod) resumes from the latest complete
@@ -264,6 +289,7 @@ def train_step(name: str, dataset_dir: str, out_dir: str, profile: Profile, pret
     """
     from clasflow.engine import checkpoint as ckpt
     from clasflow.engine.trainer import train
+    from clasflow.tracking import JOURNAL
 
     profile.env()
     work = Path(out_dir)
@@ -278,8 +304,10 @@ def train_step(name: str, dataset_dir: str, out_dir: str, profile: Profile, pret
         cfg = cfg.model_copy(update={"checkpoints": "auto"})
     if gpus > 1:
         final, best_top1, best_epoch = _train_launched(cfg, arch_dir, gpus, run_name or name, store)
+        for kept in arch_dir.glob(JOURNAL + "*"):  # rank 0's journal (and its state), out of the folder deleted below
+            shutil.move(kept, work / kept.name)
     else:
-        result = train(cfg, run_name=run_name or name, on_checkpoint=store.put if store is not None else None)
+        result = train(cfg, run_name=run_name or name, on_checkpoint=store.put if store is not None else None, journal_dir=work)
         final, best_top1, best_epoch = result.final, result.best_top1, result.best_epoch
     last = arch_dir / str(cfg.epochs - 1)
     shutil.copytree(last, work / "final", dirs_exist_ok=True)
@@ -288,8 +316,11 @@ def train_step(name: str, dataset_dir: str, out_dir: str, profile: Profile, pret
     shutil.rmtree(work / "checkpoints")  # per-epoch checkpoints stay out of the artifact
     metrics = {"best_valid_top1": best_top1, "best_epoch": float(best_epoch)}
     metrics.update({k: v for k, v in final.items() if isinstance(v, float)})
+    metrics["mlflow_pending"] = 0.0  # counted below, after the journal is published with the model
     write_text_atomic(work / "metrics.json", json.dumps(metrics, indent=2))
-    publish(work, f"models/{name}", profile)
+    published = publish(work, f"models/{name}", profile)
+    if keep_journal(work / JOURNAL, published, metrics):
+        write_text_atomic(work / "metrics.json", json.dumps(metrics, indent=2))
     if store is not None:
         if os.environ.get(KEEP_CHECKPOINTS_ENV, "0") == "1":
             log.info("stored checkpoints kept in %s (%s=1)", store.prefix, KEEP_CHECKPOINTS_ENV)
@@ -347,12 +378,18 @@ def _checkpoint_config(name: str, dataset_dir: str, model_dir: str, scratch: str
     return cfg.model_copy(update={"pretrained_model": str(Path(model_dir) / "best_model" / "ppcls")})
 
 
-def eval_step(name: str, dataset_dir: str, model_dir: str, profile: Profile) -> dict[str, float]:
+def eval_step(name: str, dataset_dir: str, model_dir: str, profile: Profile, journal_dir: str) -> dict[str, float]:
+    """Valid metrics of a trained model's best checkpoint; the MLflow journal is kept in `journal_dir`."""
     from clasflow.engine.trainer import evaluate
+    from clasflow.tracking import JOURNAL
 
     profile.env()
     with tempfile.TemporaryDirectory() as scratch:
-        return evaluate(_checkpoint_config(name, dataset_dir, model_dir, scratch, profile), run_name=f"eval-{name}")
+        metrics = evaluate(_checkpoint_config(name, dataset_dir, model_dir, scratch, profile), run_name=f"eval-{name}",
+                           journal_dir=journal_dir)
+    metrics = {f"valid_{k}": v for k, v in metrics.items()}
+    keep_journal(Path(journal_dir) / JOURNAL, publish(journal_dir, f"mlflow/eval-{name}", profile), metrics)
+    return metrics
 
 
 def export_step(name: str, dataset_dir: str, model_dir: str, out_dir: str, profile: Profile, onnx: bool = True) -> dict[str, Any]:
@@ -378,15 +415,17 @@ def export_step(name: str, dataset_dir: str, model_dir: str, out_dir: str, profi
 
 def benchmark_step(model_dir: str, out_json: str, dataset_dir: str = "", backends: str = "paddle,onnxruntime",
                    precisions: str = "fp32", batch_sizes: str = "1,4", repeats: int = 50,
-                   profile: Profile | None = None) -> dict[str, Any]:
-    """Benchmark an exported model on real validation images; GPU backends run where present,
-    the rest are reported as skipped with the reason."""
+                   profile: Profile | None = None, journal_dir: str = "") -> dict[str, float]:
+    """Benchmark an exported model on real validation images: on the GPU when there is one (the
+    rest reported as skipped with the reason). Its own MLflow run (metrics ``benchmark/...``, apart
+    from the training curves) holds the figures and the ok/skipped/failed counts, also returned as
+    the step's metrics. Fails, after recording all that, when nothing useful was measured: no
+    result ``ok``, or on a GPU no GPU result ``ok``."""
     from clasflow.benchmark import BACKENDS, PRECISIONS, BenchSettings, parse_batch_sizes, parse_choices, run_benchmark, write_report
     from clasflow.engine.runtime import check_gpu_requirement, device_tags, gpu_available
 
     check_gpu_requirement("benchmark")
     device = "gpu" if gpu_available() else "cpu"
-
     settings = BenchSettings(
         model_dir=model_dir,
         backends=parse_choices(backends, BACKENDS, "backend"),
@@ -397,30 +436,77 @@ def benchmark_step(model_dir: str, out_json: str, dataset_dir: str = "", backend
         image_list=str(Path(dataset_dir) / "val_list.txt") if dataset_dir else None,
         data_dir=dataset_dir or None,
     )
-    from clasflow.benchmark import mlflow_metrics
-    from clasflow.tracking import Tracker
+    from clasflow.benchmark import metric_tag, mlflow_metrics
+    from clasflow.tracking import JOURNAL, Tracker
 
     profile = profile or Profile()
     profile.env()
     report = run_benchmark(settings)
     write_report(report, out_json)
-    with tempfile.TemporaryDirectory() as journal, Tracker("benchmark", journal_dir=journal,
-                                                                     tags={"clasflow.stage": "benchmark", **device_tags(device)}) as tracker:
-        tracker.log_metrics(mlflow_metrics(report), step=0)
-        tracker.log_artifact(out_json)
-    publish(out_json, "benchmark.json", profile)
-    return report
+    counts = {f"benchmark/{status}": float(n) for status, n in report["summary"].items()}
+    gpu_ok = sum(1 for r in report["results"] if r["status"] == "ok" and r["device"] == "gpu")
+    counts["benchmark/gpu_ok"] = float(gpu_ok)
+    reasons = {f"clasflow.benchmark.{r['status']}.{metric_tag(r)}": str(r.get("reason"))[:5000]
+               for r in report["results"] if r["status"] != "ok"}
+    with tempfile.TemporaryDirectory() as scratch:
+        journal_dir = journal_dir or scratch
+        with Tracker("benchmark", journal_dir=journal_dir,
+                     tags={"clasflow.stage": "benchmark", **device_tags(device), **reasons}) as tracker:
+            tracker.log_metrics({**mlflow_metrics(report), **counts}, step=0)
+            tracker.log_artifact(out_json)
+        publish(out_json, "benchmark.json", profile)
+        metrics = {k.removeprefix("benchmark/"): v for k, v in counts.items()}
+        keep_journal(Path(journal_dir) / JOURNAL, publish(journal_dir, "mlflow/benchmark", profile), metrics)
+    problem = ("no result is ok" if report["summary"]["ok"] == 0 else
+               "on a GPU, no GPU result is ok" if device == "gpu" and gpu_ok == 0 else "")
+    if problem:
+        lines = sorted({f"{r['backend']}/{r['device']}/{r['precision']}: {r['status']}: {r.get('reason')}" for r in report["results"]})
+        raise ClasflowError(f"benchmark measured nothing useful ({problem}; {out_json}):\n  " + "\n  ".join(lines))
+    return metrics
 
 
 def report_step(html_path: str, markdown_path: str, profile: Profile, tolerance: float = 0.01, out_dir: str = "") -> None:
     """The Top1 report of this pipeline run as one HTML page and Markdown (and, with `out_dir`,
-    the PNG and JSON beside them)."""
-    from clasflow.report import compare
+    the PNG and JSON beside them), with a warnings section: loader fallbacks, the benchmark's
+    counts, and MLflow journals still undelivered in the object store. Without Kubeflow's MLflow
+    plugin it also ends the pipeline run's parent run."""
+    from clasflow import tracking
+    from clasflow.report import compare, run_warnings
 
+    experiment = profile.experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or tracking.DEFAULT_EXPERIMENT
+    if os.environ.get("MLFLOW_RUN_ID"):  # Kubeflow's MLflow plugin: the runs are in the experiment of this task's run
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking.tracking_uri())
+        experiment = client.get_experiment(client.get_run(os.environ["MLFLOW_RUN_ID"]).info.experiment_id).name
+    warnings = run_warnings(experiment, profile.pipeline_run or None) + undelivered_journals(profile)
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(out_dir or scratch)
-        compare(out, experiment=profile.experiment or None, pipeline_run=profile.pipeline_run or None,
-                profile=profile.name, tolerance=tolerance)
+        compare(out, experiment=experiment, pipeline_run=profile.pipeline_run or None,
+                profile=profile.name, tolerance=tolerance, warnings=warnings)
         shutil.copyfile(out / "report.html", html_path)
         shutil.copyfile(out / "report.md", markdown_path)
         publish(out, "report", profile)
+    if profile.pipeline_run and not os.environ.get("MLFLOW_RUN_ID"):
+        tracking.end_pipeline_parent(experiment, profile.pipeline_run)
+
+
+def undelivered_journals(profile: Profile) -> list[str]:
+    """One line per MLflow journal of this pipeline run in the object store with records MLflow has not got."""
+    from clasflow.tracking import JOURNAL, STATE_SUFFIX, pending
+
+    root = os.environ.get(ARTIFACT_ROOT_ENV)
+    if not root or not profile.pipeline_run:
+        return []
+    lines = []
+    for uri in storage.list(storage.run_prefix(root, profile.pipeline_run)):
+        if uri.endswith("/" + JOURNAL):
+            with tempfile.TemporaryDirectory() as tmp:
+                local = storage.download(uri, Path(tmp) / JOURNAL)
+                if storage.exists(uri + STATE_SUFFIX):
+                    storage.download(uri + STATE_SUFFIX, Path(tmp) / (JOURNAL + STATE_SUFFIX))
+                left = pending(local)
+            if left:
+                lines.append(f"mlflow_pending: {left} records not in MLflow, kept in {uri}; send them with "
+                             f"`clasflow tracking sync {uri}`")
+    return lines

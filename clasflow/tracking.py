@@ -1,15 +1,22 @@
 """MLflow tracking that never stops training and never loses a point.
 
-Each train/eval/distill run is an MLflow run in an experiment (default
+Each train/eval/distill/benchmark run is an MLflow run in an experiment (default
 ``flowers102-quickstart``). The tracking URI comes from ``MLFLOW_TRACKING_URI``, default an
-embedded ``sqlite:///mlflow.db`` in the working directory. When ``MLFLOW_RUN_ID`` or
-``MLFLOW_PARENT_RUN_ID`` is set (Kubeflow's MLflow integration injects them) the run nests
-under that parent.
+embedded ``sqlite:///mlflow.db`` in the working directory. Where the run goes:
+
+- ``MLFLOW_RUN_ID`` set (Kubeflow Pipelines' MLflow plugin sets it to the task's own nested run):
+  log into that run and leave its lifecycle (start, end, status) to whoever made it;
+- else ``MLFLOW_PARENT_RUN_ID`` set: a new run nested under that parent;
+- else ``CLASFLOW_PIPELINE_RUN`` set (the pipeline's steps): a new run nested under the pipeline
+  run's parent run (tag ``clasflow.stage=pipeline``), made by the first stage that needs it;
+- else a top-level run.
 
 Every call goes through a local journal (``<dir>/mlflow-journal.jsonl``) first and is sent when
 the server answers; while it does not, training goes on, points stay in the journal and are sent
-when the server is back or at the end (`Tracker.close`). Points keep their own timestamps and
-steps, so the history in MLflow is the same as if nothing had happened.
+when the server is back or at the end (`Tracker.close`). What was delivered (the run id and the
+count of records) is kept beside it (``mlflow-journal.jsonl.state.json``), so `sync_journal`
+later sends exactly the rest, into the same run. Points keep their own timestamps and steps,
+so the history in MLflow is the same as if nothing had happened.
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ import os
 import time
 from pathlib import Path
 from typing import Any
+
+from clasflow.fsutil import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +42,9 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
 CLOSE_RETRIES, CLOSE_WAIT = 5, 2.0  # Tracker.close's default budget (env CLASFLOW_MLFLOW_CLOSE_RETRIES / _WAIT)
 # Set by the pipeline steps so that the report can pick one pipeline run's MLflow runs.
 ENV_TAGS = {"CLASFLOW_PIPELINE_RUN": "clasflow.pipeline_run", "CLASFLOW_PROFILE": "clasflow.profile"}
+JOURNAL = "mlflow-journal.jsonl"
+STATE_SUFFIX = ".state.json"
+PIPELINE_STAGE = "pipeline"  # clasflow.stage of a pipeline run's parent run
 
 
 def tracking_uri() -> str:
@@ -63,30 +75,40 @@ class Tracker:
         self.run_name = run_name
         self.experiment = experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
         self.enabled = enabled
-        self.journal = Path(journal_dir) / "mlflow-journal.jsonl"
+        self.journal = Path(journal_dir) / JOURNAL
         self.sent = 0  # journal lines already delivered
-        self.run_id: str | None = None
         self.offline_since: float | None = None
-        self.parent = os.environ.get("MLFLOW_PARENT_RUN_ID") or os.environ.get("MLFLOW_RUN_ID")
         self._client = None
+        self.start = {"op": "start", "run_name": run_name, "experiment": self.experiment,
+                      "run_id": os.environ.get("MLFLOW_RUN_ID") or None, "parent": os.environ.get("MLFLOW_PARENT_RUN_ID") or None,
+                      "pipeline_run": os.environ.get("CLASFLOW_PIPELINE_RUN") or None, "profile": os.environ.get("CLASFLOW_PROFILE") or None}
+        self.run_id: str | None = None
         if enabled:
             self.journal.parent.mkdir(parents=True, exist_ok=True)
             self.journal.unlink(missing_ok=True)
-            self._append({"op": "start", "run_name": run_name, "experiment": self.experiment, "parent": self.parent})
+            _state_path(self.journal).unlink(missing_ok=True)
+            self._append(self.start)
             self._append({"op": "params", "params": {k: _param(v) for k, v in (params or {}).items()}})
             env_tags = {tag: os.environ[var] for var, tag in ENV_TAGS.items() if os.environ.get(var)}
-            self._append({"op": "tags", "tags": {**env_tags, **(tags or {})}})
+            self._append({"op": "tags", "tags": {**env_tags, "clasflow.run_name": run_name, **(tags or {})}})
             self.flush()
 
     @classmethod
     def from_journal(cls, journal: str | os.PathLike) -> "Tracker":
         """A tracker that re-sends a journal left behind by a run whose server stayed down."""
         tracker = cls.__new__(cls)
-        tracker.journal, tracker.enabled, tracker.sent = Path(journal), True, 0
-        tracker.run_id, tracker.offline_since, tracker._client = None, None, None
-        start = tracker._lines()[0]
-        tracker.run_name, tracker.experiment, tracker.parent = start["run_name"], start["experiment"], start["parent"]
+        tracker.journal, tracker.enabled = Path(journal), True
+        tracker.offline_since, tracker._client = None, None
+        state = read_state(tracker.journal)
+        tracker.sent, tracker.run_id = state["sent"], state["run_id"]
+        tracker.start = tracker._lines()[0]
+        tracker.run_name, tracker.experiment = tracker.start["run_name"], tracker.start["experiment"]
         return tracker
+
+    @property
+    def owns_run(self) -> bool:
+        """False when logging into a run someone else made (``MLFLOW_RUN_ID``): its end is theirs."""
+        return not self.start.get("run_id")
 
     # -------------------------------------------------------------- public API
 
@@ -147,6 +169,7 @@ class Tracker:
     def flush(self) -> bool:
         """Send journal records not yet delivered; False (and keep them) if the server fails."""
         records = self._lines()
+        before = (self.sent, self.run_id)
         try:
             for record in records[self.sent:]:
                 self._send(record)
@@ -156,6 +179,9 @@ class Tracker:
                 self.offline_since = time.time()
                 log.warning("MLflow at %s unreachable (%s); keeping metrics in %s and retrying", tracking_uri(), exc.__class__.__name__, self.journal)
             return False
+        finally:
+            if (self.sent, self.run_id) != before:
+                write_state(self.journal, run_id=self.run_id, sent=self.sent)
         return True
 
     def client(self):
@@ -166,14 +192,18 @@ class Tracker:
         return self._client
 
     def _ensure_run(self) -> str:
-        if self.run_id is None:
+        if self.run_id is None and not self.owns_run:
+            self.run_id = self.client().get_run(self.start["run_id"]).info.run_id  # it must exist
+            log.info("MLflow: logging into run %s (MLFLOW_RUN_ID, e.g. Kubeflow's MLflow plugin) at %s", self.run_id, tracking_uri())
+        elif self.run_id is None:
             client = self.client()
-            exp = client.get_experiment_by_name(self.experiment)
-            exp_id = exp.experiment_id if exp else client.create_experiment(
-                self.experiment, artifact_location=local_artifact_location(tracking_uri()))
+            exp_id = experiment_id(client, self.experiment)
+            parent = self.start.get("parent")
+            if not parent and self.start.get("pipeline_run"):
+                parent = pipeline_parent(client, exp_id, self.start["pipeline_run"], self.start.get("profile"))
             tags = {"mlflow.runName": self.run_name}
-            if self.parent:
-                tags["mlflow.parentRunId"] = self.parent
+            if parent:
+                tags["mlflow.parentRunId"] = parent
             self.run_id = client.create_run(exp_id, tags=tags, run_name=self.run_name).info.run_id
             log.info("MLflow run %s (%s) in experiment %r at %s", self.run_id, self.run_name, self.experiment, tracking_uri())
         return self.run_id
@@ -198,7 +228,9 @@ class Tracker:
                 client.log_artifacts(run_id, str(path), record["artifact_path"])
             elif path.is_file():
                 client.log_artifact(run_id, str(path), record["artifact_path"])
-        elif op == "end":
+            else:  # a journal synced after its step's folders were deleted, or on another machine
+                log.warning("MLflow: artifact %s no longer exists; run %s goes without it", path, run_id)
+        elif op == "end" and self.owns_run:
             client.set_terminated(run_id, record["status"])
         # "start" only carries what _ensure_run needs
 
@@ -225,11 +257,93 @@ def _param(value: Any) -> str:
 
 
 
-def sync_journal(journal: str | os.PathLike) -> int:
-    """Deliver a journal left by a run whose tracking server stayed down; return records sent."""
-    tracker = Tracker.from_journal(journal)
-    if not tracker.flush():
-        from clasflow.errors import ClasflowError
+def _state_path(journal: Path) -> Path:
+    return journal.with_name(journal.name + STATE_SUFFIX)
 
-        raise ClasflowError(f"MLflow at {tracking_uri()} is still unreachable; {journal} is kept")
-    return tracker.sent
+
+def read_state(journal: str | os.PathLike) -> dict[str, Any]:
+    """What of a journal was delivered: ``{"run_id": ..., "sent": records}`` (nothing yet: None, 0)."""
+    path = _state_path(Path(journal))
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"run_id": None, "sent": 0}
+
+
+def write_state(journal: str | os.PathLike, **changes: Any) -> None:
+    """Update a journal's delivery state (``run_id``, ``sent``, ``published``: its object-store copy)."""
+    write_text_atomic(_state_path(Path(journal)), json.dumps({**read_state(journal), **changes}))
+
+
+def pending(journal: str | os.PathLike) -> int:
+    """Records of a journal not delivered to MLflow (0 for a journal that does not exist)."""
+    journal = Path(journal)
+    if not journal.is_file():
+        return 0
+    lines = sum(1 for line in journal.read_text(encoding="utf-8").splitlines() if line.strip())
+    return lines - read_state(journal)["sent"]
+
+
+def experiment_id(client, name: str) -> str:
+    exp = client.get_experiment_by_name(name)
+    return exp.experiment_id if exp else client.create_experiment(name, artifact_location=local_artifact_location(tracking_uri()))
+
+
+def pipeline_parent(client, exp_id: str, pipeline_run: str, profile: str | None = None) -> str:
+    """The parent run of one pipeline run (found by tag, else made): without Kubeflow's MLflow plugin
+    the pipeline's stages nest under it, the same shape the plugin gives. Should two stages make it
+    at the same moment, both take the oldest and the other is deleted."""
+    query = f"tags.`clasflow.stage` = '{PIPELINE_STAGE}' and tags.`clasflow.pipeline_run` = '{pipeline_run}'"
+    found = client.search_runs([exp_id], query)
+    if not found:
+        tags = {"clasflow.stage": PIPELINE_STAGE, "clasflow.pipeline_run": pipeline_run, "mlflow.runName": pipeline_run}
+        if profile:
+            tags["clasflow.profile"] = profile
+        mine = client.create_run(exp_id, tags=tags, run_name=pipeline_run).info.run_id
+        found = client.search_runs([exp_id], query)
+        oldest = min(found, key=lambda r: (r.info.start_time, r.info.run_id)).info.run_id
+        if oldest != mine:
+            client.delete_run(mine)
+        return oldest
+    return min(found, key=lambda r: (r.info.start_time, r.info.run_id)).info.run_id
+
+
+def end_pipeline_parent(experiment: str, pipeline_run: str, status: str = "FINISHED") -> None:
+    """Mark a pipeline run's parent run (made by `pipeline_parent`) as ended, if there is one."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri())
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return
+    query = f"tags.`clasflow.stage` = '{PIPELINE_STAGE}' and tags.`clasflow.pipeline_run` = '{pipeline_run}'"
+    for run in client.search_runs([exp.experiment_id], query):
+        if run.info.status == "RUNNING":
+            client.set_terminated(run.info.run_id, status)
+
+
+def sync_journal(journal: str | os.PathLike) -> int:
+    """Deliver what a run left undelivered in its journal (a path, or the ``s3://`` URI of the copy
+    a pipeline step published); return the records sent. The delivery state goes to both copies
+    (the object store's is the one the report reads), so neither sends anything twice."""
+    from clasflow import storage
+    from clasflow.errors import ClasflowError
+
+    if str(journal).startswith("s3://"):
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / JOURNAL
+            storage.download(str(journal), local)
+            if storage.exists(str(journal) + STATE_SUFFIX):
+                storage.download(str(journal) + STATE_SUFFIX, _state_path(local))
+            write_state(local, published=str(journal))
+            return sync_journal(local)
+    if not Path(journal).is_file():
+        raise ClasflowError(f"{journal}: no such journal (an {JOURNAL} written by a clasflow run)")
+    tracker = Tracker.from_journal(journal)
+    before = tracker.sent
+    delivered = tracker.flush()
+    published = read_state(journal).get("published")
+    if published and tracker.sent != before:
+        storage.upload(_state_path(Path(journal)), published + STATE_SUFFIX)
+    if not delivered:
+        raise ClasflowError(f"MLflow at {tracking_uri()} is still unreachable; {journal} is kept ({tracker.pending()} records)")
+    return tracker.sent - before

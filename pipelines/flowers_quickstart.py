@@ -180,7 +180,7 @@ def build_pipeline(cluster: bool, settings: ClusterSettings = DEFAULT_CLUSTER):
             for arch in ARCHS:
                 task = c.download_weights(architecture=arch, zoo_url=zoo_url, cache_root=cache_root)
                 weights[arch] = _apply(task.set_display_name(f"weights {arch}"), k8s, gpu=False).outputs["weights"]
-            sizes = dict(profile=profile, image_size=image_size, epochs=epochs, batch_size=batch_size,
+            sizes = dict(profile=profile, image_size=image_size, profile_epochs=epochs, batch_size=batch_size,
                          num_workers=num_workers, experiment=experiment, pipeline_run=run_id)
             flags = {"run_finetune": run_finetune, "run_ssld": run_ssld, "run_mobilenetv3": run_mobilenetv3}
             with dsl.If(run_scratch == True, name="scratch"):  # noqa: E712 (a KFP condition, not a Python test)
@@ -201,11 +201,11 @@ def build_pipeline(cluster: bool, settings: ClusterSettings = DEFAULT_CLUSTER):
                                         profile=profile, image_size=image_size, experiment=experiment, pipeline_run=run_id)
                 _apply(evaluation, k8s, gpu=True)
                 exported = c.export(config=DISTILL_CONFIG, dataset=dataset, model=student.outputs["model"],
-                                    profile=profile, image_size=image_size)
+                                    profile=profile, image_size=image_size, pipeline_run=run_id)
                 _apply(exported.after(evaluation), k8s, gpu=False)
                 bench = c.benchmark(inference_model=exported.outputs["inference_model"], dataset=dataset,
                                     backends=benchmark_backends, precisions=benchmark_precisions, batch_sizes=benchmark_batch_sizes,
-                                    pipeline_run=run_id)
+                                    profile=profile, experiment=experiment, pipeline_run=run_id)
                 _apply(bench, k8s, gpu=True)
 
     return flowers_quickstart

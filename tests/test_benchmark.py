@@ -169,10 +169,10 @@ def test_mlflow_metrics_go_to_the_active_run(monkeypatch, tmp_path):
     assert benchmark.log_to_mlflow(report) is False and not logged  # no active run: nothing logged
     fake.active_run = lambda: object()
     assert benchmark.log_to_mlflow(report, tmp_path / "b.json") is True
-    assert logged["latency_ms_p50.paddle.fp32.bs1"] == 1.9
-    assert logged["throughput_ips.paddle.fp32.bs1"] == 500.0
-    assert logged["latency_ms_p99.paddle-trt.gpu.fp16.bs4"] == 1.0
-    assert logged["top1_agreement.paddle-trt.gpu.fp16.bs4"] == 0.99
+    assert logged["benchmark/latency_ms_p50.paddle.fp32.bs1"] == 1.9
+    assert logged["benchmark/throughput_ips.paddle.fp32.bs1"] == 500.0
+    assert logged["benchmark/latency_ms_p99.paddle-trt.gpu.fp16.bs4"] == 1.0
+    assert logged["benchmark/top1_agreement.paddle-trt.gpu.fp16.bs4"] == 0.99
     assert not any("tensorrt." in k for k in logged)
     assert logged["artifact"] == str(tmp_path / "b.json")
 
@@ -238,3 +238,34 @@ def test_open_backend_gives_logits(model_dir):
     np.testing.assert_allclose(logits["paddle"], logits["onnxruntime"], rtol=1e-3, atol=1e-3)
     with pytest.raises(Skip, match="--device gpu"):
         open_backend(ctx, "tensorrt", "cpu")
+
+
+def test_benchmark_step_fails_when_it_measured_nothing_useful(model_dir, tmp_path, monkeypatch):
+    """The pipeline's step: no `ok` result fails it, after its counts and reasons are recorded
+    (step metrics, its MLflow run, the report's warnings)."""
+    from mlflow.tracking import MlflowClient
+
+    from clasflow import steps
+    from clasflow.errors import ClasflowError
+    from clasflow.report import run_warnings
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    profile = steps.Profile("demo", experiment="bench-gate", pipeline_run="gate-1")
+    with pytest.raises(ClasflowError, match=r"benchmark measured nothing useful \(no result is ok.*paddle-trt/cpu/fp32: skipped"):
+        steps.benchmark_step(str(model_dir), str(tmp_path / "bench.json"), "", "paddle-trt", "fp32", "1", repeats=2,
+                             profile=profile, journal_dir=str(tmp_path / "journal"))
+    assert json.loads((tmp_path / "bench.json").read_text())["summary"] == {"ok": 0, "skipped": 1, "failed": 0}
+    client = MlflowClient(uri)
+    run = client.search_runs([client.get_experiment_by_name("bench-gate").experiment_id], "tags.`clasflow.stage` = 'benchmark'")[0]
+    assert {k: run.data.metrics[k] for k in ("benchmark/ok", "benchmark/skipped", "benchmark/failed")} == {
+        "benchmark/ok": 0, "benchmark/skipped": 1, "benchmark/failed": 0}
+    assert run.data.tags["clasflow.benchmark.skipped.paddle-trt.fp32.bs1"] not in ("", "None")  # the reason
+    warnings = run_warnings("bench-gate", "gate-1")
+    assert "benchmark on cpu: 0 ok, 1 skipped, 0 failed" in warnings
+    assert any(w.startswith("benchmark: skipped.paddle-trt.fp32.bs1: ") for w in warnings)
+
+    metrics = steps.benchmark_step(str(model_dir), str(tmp_path / "ok.json"), "", "paddle,paddle-trt", "fp32", "1", repeats=2,
+                                   profile=profile, journal_dir=str(tmp_path / "journal2"))
+    assert metrics == {"ok": 1.0, "skipped": 1.0, "failed": 0.0, "gpu_ok": 0.0, "mlflow_pending": 0.0}  # one ok on the CPU: passes

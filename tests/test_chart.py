@@ -283,7 +283,10 @@ def test_default_install():
     data = config_data("default")
     assert data["CLASFLOW_S3_ENDPOINT"] == f"http://clasflow-minio.{NAMESPACE}.svc.cluster.local:9000"
     assert data["MLFLOW_TRACKING_URI"] == f"http://clasflow-mlflow.{NAMESPACE}.svc.cluster.local:5000"
-    assert data["CLASFLOW_ARTIFACT_ROOT"] == "s3://clasflow/runs"
+    assert data["CLASFLOW_ARTIFACT_ROOT"] == "s3://clasflow"
+    from clasflow.storage import run_prefix  # what the steps make of it: one runs/ level, not runs/runs/
+
+    assert run_prefix(data["CLASFLOW_ARTIFACT_ROOT"], "run-1") == "s3://clasflow/runs/run-1/"
     assert data["AWS_DEFAULT_REGION"] == "us-east-1"
     assert set(one("default", "Secret", "clasflow-credentials")["data"]) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
 
@@ -327,7 +330,7 @@ def test_external_s3():
     assert not find(s, "Secret"), "the chart creates no Secret for an external S3"
     data = config_data(s)
     assert data["CLASFLOW_S3_ENDPOINT"] == "https://minio.storage.svc.cluster.local:9000"
-    assert data["CLASFLOW_ARTIFACT_ROOT"] == "s3://clasflow-artifacts/runs"
+    assert data["CLASFLOW_ARTIFACT_ROOT"] == "s3://clasflow-artifacts"
     mlflow = one(s, "Deployment", "clasflow-mlflow")["spec"]["template"]["spec"]["containers"][0]
     assert "--artifacts-destination=s3://clasflow-artifacts/mlflow" in mlflow["args"]
     assert env_of(mlflow)["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "clasflow-s3"
@@ -770,3 +773,33 @@ def test_one_experiment_name_across_readme_docs_makefile_chart_and_pipeline():
     assert set(names) == {"flowers102-quickstart"}, names
     assert names["flowers102-quickstart"] == set(texts)
     assert values["config"]["experimentName"] == pipeline["experiment"]["defaultValue"] == "flowers102-quickstart"
+
+
+def test_kfp_launcher_configmap_points_kfp_at_the_charts_s3():
+    """kfpLauncher.enabled: KFP's own artifact store (defaultPipelineRoot + providers, the keys
+    kubeflow/pipelines backend/src/v2/config/s3.go reads) is the chart's S3, in every pipeline namespace."""
+    assert not find("default", "ConfigMap", "kfp-launcher", namespace=None)  # off by default
+    s = "kfp-launcher"
+    for namespace in ("kubeflow", "team-vision"):
+        data = one(s, "ConfigMap", "kfp-launcher", namespace)["data"]
+        assert data["defaultPipelineRoot"] == "s3://clasflow/kfp"
+        default = yaml.safe_load(data["providers"])["s3"]["default"]
+        assert default == {"endpoint": f"clasflow-minio.{NAMESPACE}.svc.cluster.local:9000", "region": "us-east-1",
+                           "disableSSL": True, "forcePathStyle": True,
+                           "credentials": {"fromEnv": False, "secretRef": {"secretName": "clasflow-credentials",
+                                                                           "accessKeyKey": "AWS_ACCESS_KEY_ID",
+                                                                           "secretKeyKey": "AWS_SECRET_ACCESS_KEY"}}}
+        secret = one(s, "Secret", "clasflow-credentials", namespace)  # the Secret it names is there too
+        assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= set(secret["data"])
+    assert not find(s, "ConfigMap", "kfp-launcher")  # not in the release namespace: no pipeline runs there
+
+    external = [m for m in yaml.safe_load_all(helm_template("-f", str(CI_VALUES / "external-s3-values.yaml"),
+                                                             "--set", "kfpLauncher.enabled=true",
+                                                             "--set", "kfpLauncher.pipelineRoot=s3://kfp-store/v2").stdout)
+                if m and m["kind"] == "ConfigMap" and m["metadata"]["name"] == "kfp-launcher"]
+    assert external and external[0]["data"]["defaultPipelineRoot"] == "s3://kfp-store/v2"
+    default = yaml.safe_load(external[0]["data"]["providers"])["s3"]["default"]
+    assert default["endpoint"] == "minio.storage.svc.cluster.local:9000" and default["disableSSL"] is False
+    assert default["credentials"]["secretRef"]["secretName"] == "clasflow-s3"
+    refused = helm_template("--set", "kfpLauncher.enabled=true", "--set", "kfpLauncher.pipelineRoot=minio://mlpipeline")
+    assert refused.returncode != 0 and "pipelineRoot" in refused.stderr

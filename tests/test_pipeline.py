@@ -240,6 +240,12 @@ def test_local_end_to_end_run_of_a_tiny_profile(tmp_path, monkeypatch):
         assert run.data.tags["clasflow.profile"] == "demo"
         assert [m.step for m in sorted(client.get_metric_history(run.info.run_id, "valid_top1"), key=lambda m: m.step)] == [0, 1], name
     assert len({r.data.tags["clasflow.pipeline_run"] for r in trains.values()}) == 1
+    # no KFP MLflow plugin here: the steps build its shape, one parent run with every stage nested under it
+    parents = [r for r in runs if r.data.tags.get("clasflow.stage") == "pipeline"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"  # ended by the report
+    children = [r for r in runs if r.data.tags.get("clasflow.stage") != "pipeline"]
+    assert {r.data.tags.get("mlflow.parentRunId") for r in children} == {parents[0].info.run_id}
+    assert sorted(r.data.tags["clasflow.stage"] for r in children) == sorted(["benchmark", "distill", "eval"] + ["train"] * 5)
     artifacts = tmp_path / "artifacts"
     exported = list(artifacts.rglob("inference.yml"))
     assert len(exported) == 1
@@ -259,3 +265,16 @@ def fq_configs():
     from clasflow.steps import QUICK_START
 
     return QUICK_START
+
+
+def test_tracked_task_inputs_do_not_share_a_name_with_the_config():
+    """Kubeflow's MLflow plugin logs a task's inputs as parameters of the run clasflow logs the
+    config into; MLflow refuses a parameter logged twice with two values (e.g. epochs 0 vs 20)."""
+    from clasflow.config import load_config
+    from clasflow.steps import QUICK_START, config_dir
+
+    keys = set().union(*(load_config(config_dir() / f"{name}.yaml", []).flat() for name in QUICK_START))
+    components = _docs()[0]["components"]
+    for name in ("comp-train-from-scratch", "comp-finetune", "comp-distill", "comp-evaluate"):
+        inputs = set(components[name]["inputDefinitions"]["parameters"])
+        assert inputs and not inputs & keys, (name, inputs & keys)

@@ -18,19 +18,21 @@ def metric_tag(r: dict[str, Any]) -> str:
 
 
 def mlflow_metrics(report: dict[str, Any]) -> dict[str, float]:
+    """The figures of every ok result as ``benchmark/<figure>.<backend...>`` (the prefix puts them in
+    their own section of MLflow's chart view, apart from the training curves)."""
     out: dict[str, float] = {}
     for r in report["results"]:
         if r["status"] != "ok":
             continue
         tag = metric_tag(r)
         for k in ("mean", "p50", "p90", "p99"):
-            out[f"latency_ms_{k}.{tag}"] = r["latency_ms"][k]
+            out[f"benchmark/latency_ms_{k}.{tag}"] = r["latency_ms"][k]
         if r.get("throughput_ips") is not None:
-            out[f"throughput_ips.{tag}"] = r["throughput_ips"]
-        out[f"build_s.{tag}"] = r["build_s"]
-        out[f"warmup_s.{tag}"] = r["warmup_s"]
+            out[f"benchmark/throughput_ips.{tag}"] = r["throughput_ips"]
+        out[f"benchmark/build_s.{tag}"] = r["build_s"]
+        out[f"benchmark/warmup_s.{tag}"] = r["warmup_s"]
         if r.get("top1_agreement_vs_fp32") is not None:
-            out[f"top1_agreement.{tag}"] = r["top1_agreement_vs_fp32"]
+            out[f"benchmark/top1_agreement.{tag}"] = r["top1_agreement_vs_fp32"]
     return out
 
 

@@ -236,9 +236,10 @@ def _ran_on(device: str, train_loader, valid_loader) -> dict[str, str]:
 
 
 def train(cfg: Config, *, run_name: str = "train", track: bool = True, trust: bool = False,
-          on_checkpoint: Callable[[Path], None] | None = None) -> TrainResult:
+          on_checkpoint: Callable[[Path], None] | None = None, journal_dir: str | Path | None = None) -> TrainResult:
     """Train (or distill) as the config says; see the module docstring. `on_checkpoint` is
-    called (on rank 0) with each checkpoint folder written: epochs, best_model, interrupted."""
+    called (on rank 0) with each checkpoint folder written: epochs, best_model, interrupted. The
+    MLflow journal goes to `journal_dir` (default: the architecture's output folder)."""
     check_gpu_requirement("distill" if cfg.use_distillation else "train")
     check_files(cfg)
     device = setup_device(cfg)
@@ -272,7 +273,7 @@ def train(cfg: Config, *, run_name: str = "train", track: bool = True, trust: bo
     if is_main:
         arch_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(arch_dir / "config.resolved.yaml", yaml.safe_dump(cfg.to_raw(), sort_keys=False))
-    tracker = Tracker(run_name, journal_dir=arch_dir, params=cfg.flat(),
+    tracker = Tracker(run_name, journal_dir=journal_dir or arch_dir, params=cfg.flat(),
                       tags={"clasflow.stage": "distill" if cfg.use_distillation else "train", "architecture": cfg.ARCHITECTURE.name,
                             **_ran_on(device, train_loader, valid_loader)},
                       enabled=track and is_main)
@@ -367,8 +368,10 @@ def train(cfg: Config, *, run_name: str = "train", track: bool = True, trust: bo
     return TrainResult(str(arch_dir), best_top1, best_epoch, final, history, tracker.run_id)
 
 
-def evaluate(cfg: Config, *, run_name: str = "eval", track: bool = True, trust: bool = False) -> dict[str, float]:
-    """The eval stage: load ``pretrained_model`` and report valid loss/top1/top-k."""
+def evaluate(cfg: Config, *, run_name: str = "eval", track: bool = True, trust: bool = False,
+             journal_dir: str | Path | None = None) -> dict[str, float]:
+    """The eval stage: load ``pretrained_model`` and report valid loss/top1/top-k (MLflow journal in
+    `journal_dir`, default ``<model_save_dir>/<arch>/eval``)."""
     check_gpu_requirement("eval")
     if cfg.VALID is None:
         raise ConfigError("VALID: evaluation needs a VALID section")
@@ -383,7 +386,7 @@ def evaluate(cfg: Config, *, run_name: str = "eval", track: bool = True, trust: 
         load_pretrained(model, cfg.pretrained_model, strict_head=True, trust=trust)
     _, valid_loader = _loaders(cfg, train=False)
     metrics = evaluate_model(cfg, model, valid_loader)
-    journal_dir = Path(cfg.model_save_dir) / cfg.ARCHITECTURE.name / "eval"
+    journal_dir = journal_dir or Path(cfg.model_save_dir) / cfg.ARCHITECTURE.name / "eval"
     tags = {"clasflow.stage": "eval", **_ran_on(device, None, valid_loader)}
     with Tracker(run_name, journal_dir=journal_dir, params=cfg.flat(), tags=tags, enabled=track and rank() == 0) as tracker:
         tracker.log_metrics({f"valid_{k}": v for k, v in metrics.items()}, step=0)

@@ -99,7 +99,8 @@ in image.registry and no image.tag is set; otherwise REGISTRY/NAME:TAG. */}}
 {{- end }}
 
 {{- define "clasflow.artifactRoot" -}}
-{{- default (printf "s3://%s/runs" .Values.s3.bucket) .Values.config.artifactRoot }}
+{{- /* the bucket itself: clasflow publishes under <root>/runs/<pipeline run>/ (a root ending in /runs would double it) */ -}}
+{{- default (printf "s3://%s" .Values.s3.bucket) .Values.config.artifactRoot }}
 {{- end }}
 
 {{/* storageClassName line for a claim. Call with (dict "ctx" $ "class" <per-claim value>). */}}

@@ -1,0 +1,200 @@
+"""The pipeline's steps against a real `mlflow server` and moto's S3 server: the MLflow run tree
+without and with Kubeflow's MLflow plugin, artifacts under the pipeline run that made them, and
+journals that survive a tracking server down for a whole step.
+
+The steps run in this process at tiny sizes (a 6-image fixture, 16 px, 2 epochs) with the demo
+MobileNetV3 weights; the Kubeflow side of the plugin (parent run, one nested run per task,
+parameters and metrics logged by the launcher) is played by MlflowClient calls doing what
+KEP-12862 says the API server, driver and launcher do.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from clasflow import steps, storage, tracking
+from tests.services import MlflowServer
+
+CONFIG = "MobileNetV3_large_x1_0_finetune"
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("steps")
+    dataset = root / "dataset"
+    steps.prepare_dataset(dataset, "fixture:synthetic?classes=3&per_class=6&size=24")
+    weights = root / "weights"
+    steps.fetch_pretrained("MobileNetV3_large_x1_0", weights, "demo")
+    return dataset, weights
+
+
+def _profile(run: str, experiment: str) -> steps.Profile:
+    return steps.Profile("demo", image_size=16, epochs=2, batch_size=4, num_workers=0, experiment=experiment, pipeline_run=run)
+
+
+def _run_steps(data, tmp: Path, profile: steps.Profile, export: bool = True) -> dict[str, dict]:
+    dataset, weights = data
+    out = {"train": steps.train_step(CONFIG, str(dataset), str(tmp / "model"), profile, [str(weights)])}
+    out["eval"] = steps.eval_step(CONFIG, str(dataset), str(tmp / "model"), profile, str(tmp / "eval-journal"))
+    model_dir = tmp / "export"
+    if export:
+        steps.export_step(CONFIG, str(dataset), str(tmp / "model"), str(model_dir), profile, onnx=False)
+        out["benchmark"] = steps.benchmark_step(str(model_dir), str(tmp / "bench.json"), str(dataset), "paddle", "fp32", "1",
+                                                repeats=3, profile=profile, journal_dir=str(tmp / "bench-journal"))
+    return out
+
+
+def _points(journal: Path) -> set[tuple[str, int, int, float]]:
+    records = [json.loads(line) for line in journal.read_text().splitlines()]
+    return {(k, r["step"], r["ts"], v) for r in records if r["op"] == "metrics" for k, v in r["metrics"].items()}
+
+
+def _stored(client, run_id: str, keys) -> set[tuple[str, int, int, float]]:
+    return {(k, m.step, m.timestamp, m.value) for k in keys for m in client.get_metric_history(run_id, k)}
+
+
+def test_without_the_plugin_one_parent_per_pipeline_run_and_artifacts_under_it(data, tmp_path, mlflow_server, s3_env, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.setenv(steps.ARTIFACT_ROOT_ENV, s3_env.uri("artifacts"))
+    client = MlflowClient(mlflow_server.url)
+    metrics = {}
+    for run in ("run-a", "run-b"):  # two pipeline runs: both kept, each under its own prefix
+        profile = _profile(run, "tree")
+        metrics[run] = _run_steps(data, tmp_path / run, profile, export=run == "run-a")
+        steps.report_step(str(tmp_path / run / "report.html"), str(tmp_path / run / "report.md"), profile)
+
+    exp = client.get_experiment_by_name("tree").experiment_id
+    runs = client.search_runs([exp], "tags.`clasflow.pipeline_run` = 'run-a'")
+    parents = [r for r in runs if r.data.tags["clasflow.stage"] == "pipeline"]
+    assert len(parents) == 1 and parents[0].info.run_name == "run-a" and parents[0].info.status == "FINISHED"
+    children = {r.info.run_name: r for r in runs if r.data.tags["clasflow.stage"] != "pipeline"}
+    assert set(children) == {CONFIG, f"eval-{CONFIG}", "benchmark"}
+    for name, run in children.items():
+        assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id, name
+        assert run.data.tags["clasflow.device"] == "cpu" and run.info.status == "FINISHED", name
+    train = children[CONFIG]
+    assert train.data.tags["clasflow.loader.TRAIN"] in ("dali-cpu", "opencv")
+    assert [m.step for m in client.get_metric_history(train.info.run_id, "valid_top1")] == [0, 1]
+    bench = children["benchmark"].data.metrics
+    assert bench["benchmark/ok"] == 1 and all(k.startswith("benchmark/") for k in bench)  # apart from the curves
+    assert metrics["run-a"]["benchmark"]["ok"] == 1 and metrics["run-a"]["benchmark"]["mlflow_pending"] == 0
+    # the KFP component metrics (task.*) never share a name with the run's own history
+    task = set(steps.task_metrics(metrics["run-a"]["train"]))
+    assert task and not task & set(train.data.metrics)
+    assert {r.data.tags["mlflow.parentRunId"] for r in client.search_runs([exp], "tags.`clasflow.pipeline_run` = 'run-b'")
+            if r.data.tags["clasflow.stage"] != "pipeline"} != {parents[0].info.run_id}
+
+    keys = storage.list(s3_env.uri("artifacts/"))
+    assert not [k for k in keys if "/runs/runs/" in k or "/runs/adhoc/" in k]
+    for run in ("run-a", "run-b"):
+        prefix = s3_env.uri(f"artifacts/runs/{run}/")
+        mine = {k.removeprefix(prefix).split("/")[0] for k in keys if k.startswith(prefix)}
+        assert {"models", "mlflow", "report"} <= mine, (run, mine)
+        assert s3_env.uri(f"artifacts/runs/{run}/models/{CONFIG}/mlflow-journal.jsonl") in keys
+        assert s3_env.uri(f"artifacts/runs/{run}/report/report.html") in keys
+    assert s3_env.uri(f"artifacts/runs/run-a/exported/{CONFIG}/inference.yml") in keys
+    assert s3_env.uri("artifacts/runs/run-a/benchmark.json") in keys
+
+
+def test_tracking_down_for_the_whole_steps_then_synced_loses_no_point(data, tmp_path, s3_env, monkeypatch, caplog):
+    from mlflow.tracking import MlflowClient
+
+    (tmp_path / "srv").mkdir()
+    server = MlflowServer(tmp_path / "srv")  # not started: down while the steps run
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.setenv("CLASFLOW_MLFLOW_CLOSE_RETRIES", "0")
+    monkeypatch.setenv(steps.ARTIFACT_ROOT_ENV, s3_env.uri("artifacts"))
+    profile = _profile("offline-run", "offline")
+    with caplog.at_level(logging.WARNING, logger="clasflow"):
+        metrics = _run_steps(data, tmp_path, profile)
+    journals = {"train": tmp_path / "model" / tracking.JOURNAL, "eval": tmp_path / "eval-journal" / tracking.JOURNAL,
+                "benchmark": tmp_path / "bench-journal" / tracking.JOURNAL}
+    uris = {"train": s3_env.uri(f"artifacts/runs/offline-run/models/{CONFIG}/{tracking.JOURNAL}"),
+            "eval": s3_env.uri(f"artifacts/runs/offline-run/mlflow/eval-{CONFIG}/{tracking.JOURNAL}"),
+            "benchmark": s3_env.uri(f"artifacts/runs/offline-run/mlflow/benchmark/{tracking.JOURNAL}")}
+    for step, journal in journals.items():
+        left = tracking.pending(journal)
+        assert left > 0 and metrics[step]["mlflow_pending"] == left, step
+        assert any(f"clasflow tracking sync {uris[step]}" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING), step
+        assert storage.exists(uris[step]), step
+    assert json.loads((tmp_path / "model" / "metrics.json").read_text())["mlflow_pending"] == metrics["train"]["mlflow_pending"]
+    expected = {step: _points(journal) for step, journal in journals.items()}
+    assert all(expected.values())
+
+    with server:
+        from clasflow.cli import main
+
+        assert main(["tracking", "sync", str(journals["train"])]) == 0  # by path
+        steps.report_step(str(tmp_path / "report.html"), str(tmp_path / "report.md"), profile)
+        md = (tmp_path / "report.md").read_text()
+        assert "## Warnings" in md and f"clasflow tracking sync {uris['eval']}" in md and f"clasflow tracking sync {uris['benchmark']}" in md
+        assert uris["train"] not in md  # delivered: no longer listed
+        for step in ("eval", "benchmark"):  # by s3:// URI, the copy in the object store
+            assert main(["tracking", "sync", uris[step]]) == 0
+            assert tracking.sync_journal(uris[step]) == 0  # the state went back with it: nothing sent twice
+        assert tracking.sync_journal(journals["train"]) == 0
+
+        client = MlflowClient(server.url)
+        runs = client.search_runs([client.get_experiment_by_name("offline").experiment_id])
+        parents = [r for r in runs if r.data.tags["clasflow.stage"] == "pipeline"]
+        assert len(parents) == 1 and len(runs) == 4
+        by_stage = {r.data.tags["clasflow.stage"]: r for r in runs}
+        lost = {}
+        for step, stage in (("train", "train"), ("eval", "eval"), ("benchmark", "benchmark")):
+            run = by_stage[stage]
+            assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id and run.info.status == "FINISHED"
+            lost[step] = expected[step] - _stored(client, run.info.run_id, {k for k, *_ in expected[step]})
+        assert lost == {"train": set(), "eval": set(), "benchmark": set()}
+        steps.report_step(str(tmp_path / "report2.html"), str(tmp_path / "report2.md"), profile)
+        assert "mlflow_pending" not in (tmp_path / "report2.md").read_text()
+
+
+def test_with_the_kfp_plugin_clasflow_logs_into_the_task_run(data, tmp_path, mlflow_server, monkeypatch):
+    """KEP-12862: the API server makes a parent run per pipeline run, the driver a nested run per task
+    (MLFLOW_RUN_ID on the container), the launcher logs the task's inputs and scalar output metrics
+    into it and ends it. clasflow logs into that run, creates none, and ends none."""
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(mlflow_server.url)
+    exp = client.create_experiment("kfp-plugin")
+    parent = client.create_run(exp, run_name="kfp pipeline run").info.run_id
+    tasks = {t: client.create_run(exp, run_name=t, tags={"mlflow.parentRunId": parent}).info.run_id
+             for t in ("finetune-3", "evaluate", "report")}
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
+    dataset, weights = data
+    profile = _profile("kfp-run-1", "flowers102-quickstart")  # the pipeline's experiment: not where the plugin's runs are
+    monkeypatch.setenv("MLFLOW_RUN_ID", tasks["finetune-3"])
+    train = steps.train_step(CONFIG, str(dataset), str(tmp_path / "model"), profile, [str(weights)])
+    monkeypatch.setenv("MLFLOW_RUN_ID", tasks["evaluate"])
+    evaluation = steps.eval_step(CONFIG, str(dataset), str(tmp_path / "model"), profile, str(tmp_path / "eval-journal"))
+    assert train["mlflow_pending"] == 0 and evaluation["mlflow_pending"] == 0
+
+    assert len(client.search_runs([exp])) == 4 and client.get_experiment_by_name("flowers102-quickstart") is None
+    run = client.get_run(tasks["finetune-3"])
+    assert run.info.status == "RUNNING"  # the launcher ends it, not clasflow
+    assert run.data.tags["clasflow.stage"] == "train" and run.data.params["epochs"] == "2"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "valid_top1")] == [0, 1]
+    curve = client.get_metric_history(run.info.run_id, "valid_top1")
+    # the launcher: the task's inputs as parameters, its output metrics, then the end (log-batch must not be refused)
+    inputs = {"config": CONFIG, "profile": "demo", "image_size": "16", "profile_epochs": "0", "batch_size": "4",
+              "num_workers": "0", "experiment": "flowers102-quickstart", "pipeline_run": "kfp-run-1"}
+    client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in inputs.items()],
+                     metrics=[Metric(k, v, 0, 0) for k, v in steps.task_metrics(train).items()])
+    client.set_terminated(run.info.run_id, "FINISHED")
+    assert client.get_metric_history(run.info.run_id, "valid_top1") == curve
+    assert client.get_run(tasks["evaluate"]).data.metrics["valid_top1"] == evaluation["valid_top1"]
+
+    monkeypatch.setenv("MLFLOW_RUN_ID", tasks["report"])  # the report finds the runs in the plugin's experiment
+    steps.report_step(str(tmp_path / "report.html"), str(tmp_path / "report.md"), profile)
+    assert f"| {CONFIG} |" in (tmp_path / "report.md").read_text()
+    assert client.get_run(parent).info.status == "RUNNING"  # the API server's to end
