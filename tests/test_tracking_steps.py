@@ -2,7 +2,7 @@
 without and with Kubeflow's MLflow plugin, artifacts under the pipeline run that made them, and
 journals that survive a tracking server down for a whole step.
 
-The steps run in this process at tiny sizes (a 6-image fixture, 16 px, 2 epochs) with the demo
+The steps run in this process at tiny sizes (a 4-class digits fixture, 32 px, 2 epochs) with the demo
 MobileNetV3 weights; the Kubeflow side of the plugin (parent run, one nested run per task,
 parameters and metrics logged by the launcher) is played by MlflowClient calls doing what
 KEP-12862 says the API server, driver and launcher do.
@@ -27,14 +27,14 @@ pytestmark = pytest.mark.slow
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("steps")
     dataset = root / "dataset"
-    steps.prepare_dataset(dataset, "fixture:synthetic?classes=3&per_class=6&size=24")
+    steps.prepare_dataset(dataset, "fixture:digits?classes=4&per_class=10&size=36")  # as the local end-to-end run
     weights = root / "weights"
     steps.fetch_pretrained("MobileNetV3_large_x1_0", weights, "demo")
     return dataset, weights
 
 
 def _profile(run: str, experiment: str) -> steps.Profile:
-    return steps.Profile("demo", image_size=16, epochs=2, batch_size=4, num_workers=0, experiment=experiment, pipeline_run=run)
+    return steps.Profile("demo", image_size=32, epochs=2, batch_size=16, num_workers=0, experiment=experiment, pipeline_run=run)
 
 
 def _run_steps(data, tmp: Path, profile: steps.Profile, export: bool = True) -> dict[str, dict]:

@@ -198,9 +198,15 @@ def test_nested_under_a_parent_run(digits_data, tmp_path, mlflow_server, monkeyp
     exp = client.get_experiment_by_name("parents") or client.get_experiment(client.create_experiment("parents"))
     parent = client.create_run(exp.experiment_id).info.run_id
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
-    monkeypatch.setenv("MLFLOW_RUN_ID", parent)
+    monkeypatch.setenv("MLFLOW_PARENT_RUN_ID", parent)
     result = train(_cfg(digits_data, f"model_save_dir={tmp_path}", epochs=1), run_name="child")
     assert client.get_run(result.run_id).data.tags["mlflow.parentRunId"] == parent
+    # MLFLOW_RUN_ID (what Kubeflow's MLflow plugin sets): into that very run, whose end is not ours
+    monkeypatch.delenv("MLFLOW_PARENT_RUN_ID")
+    monkeypatch.setenv("MLFLOW_RUN_ID", parent)
+    attached = train(_cfg(digits_data, f"model_save_dir={tmp_path / 'b'}", epochs=1), run_name="task")
+    run = client.get_run(parent)
+    assert attached.run_id == parent and run.info.status == "RUNNING" and "valid_top1" in run.data.metrics
 
 
 def test_tracking_server_down_keeps_every_point(digits_data, tmp_path, monkeypatch):
