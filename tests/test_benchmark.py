@@ -251,9 +251,11 @@ def test_benchmark_step_fails_when_it_measured_nothing_useful(model_dir, tmp_pat
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    for name in ("MLFLOW_RUN_ID", "CLASFLOW_PROFILE", "CLASFLOW_PIPELINE_RUN", "MLFLOW_EXPERIMENT_NAME"):
+        monkeypatch.setenv(name, "")  # what the step's Profile.env() sets is undone after the test
+        monkeypatch.delenv(name)
     profile = steps.Profile("demo", experiment="bench-gate", pipeline_run="gate-1")
-    with pytest.raises(ClasflowError, match=r"benchmark measured nothing useful \(no result is ok.*paddle-trt/cpu/fp32: skipped"):
+    with pytest.raises(ClasflowError, match=r"(?s)benchmark measured nothing useful \(no result is ok.*paddle-trt/cpu/fp32: skipped"):
         steps.benchmark_step(str(model_dir), str(tmp_path / "bench.json"), "", "paddle-trt", "fp32", "1", repeats=2,
                              profile=profile, journal_dir=str(tmp_path / "journal"))
     assert json.loads((tmp_path / "bench.json").read_text())["summary"] == {"ok": 0, "skipped": 1, "failed": 0}

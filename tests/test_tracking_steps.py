@@ -33,6 +33,14 @@ def data(tmp_path_factory):
     return dataset, weights
 
 
+@pytest.fixture(autouse=True)
+def _step_env(monkeypatch):
+    """The steps set these (Profile.env()) for the runs they start; undone after each test."""
+    for name in ("MLFLOW_RUN_ID", "CLASFLOW_PROFILE", "CLASFLOW_PIPELINE_RUN", "MLFLOW_EXPERIMENT_NAME"):
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+
+
 def _profile(run: str, experiment: str) -> steps.Profile:
     return steps.Profile("demo", image_size=32, epochs=2, batch_size=16, num_workers=0, experiment=experiment, pipeline_run=run)
 
