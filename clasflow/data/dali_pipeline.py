@@ -9,7 +9,7 @@ DecodeImage (+ RandCropImage)     fn.decoders.image, or fn.decoders.image_slice 
                                   drawn by PaddleClas's own formula (below) -- only the crop
                                   is decoded
 RandCropImage                     window + fn.resize(resize_x, resize_y, antialias=False)
-RandFlipImage                     fn.random.coin_flip -> crop_mirror_normalize(mirror=)
+RandFlipImage                     a fed coin -> crop_mirror_normalize(mirror=)      
                                   (fn.flip for vertical flips)
 ResizeImage                       fn.resize with PaddleClas's rounded output size
 CropImage + NormalizeImage +      one fn.crop_mirror_normalize (crop at (W-w)//2, mean/std
@@ -23,17 +23,21 @@ aspect ratio uniformly and the area uniformly in [scale_lo, min(scale_hi, bound)
 (no rejection loop); RandomErasing draws ``attempt`` candidate windows (area in
 [sl, sh], aspect in [r1, 1/r1]) as one vector and keeps the first that fits.
 
-Samples are fed by ``fn.external_source`` from Python, following the shared
-epoch plan (clasflow.data.epoch_indices): exact shuffling from shuffle_seed +
-epoch, sharding by rank, a short last batch, and -- because the loader knows
-which files are in flight -- a decode failure is traced to the file that caused
-it.
+The graph uses no DALI random operator: every uniform number it needs comes from
+``fn.external_source``, drawn per sample from ``default_rng([seed, epoch, index])``.
+So the pipeline is built once per loader (not per epoch or evaluation), a sample's
+augmentation does not depend on batch size, thread count or what else is in its
+batch, and a run resumed at epoch k replays the same augmentations.
 
-GPU (device_id = this process's GPU): mixed decoding, the rest on the GPU,
-batches through DALI's Paddle plugin (DALIGenericIterator).  CPU-only
-(device_id=None): CPU operators and our own small iterator (the plugin needs a
-CUDA build of Paddle), copying each output batch out of DALI's buffers into a
-paddle Tensor.
+Samples are fed by the same ``fn.external_source`` following the shared epoch plan
+(clasflow.data.epoch_indices): exact shuffling from shuffle_seed + epoch, sharding
+by rank, a short last batch, and -- because the loader knows which files are in
+flight -- a decode failure is traced to the file that caused it.
+
+GPU (device_id = this process's GPU): mixed decoding, the rest on the GPU.  CPU-only
+(device_id=None): CPU operators.  Either way the outputs reach Paddle through DLPack
+without a copy: with DALI's default (dynamic) executor an output buffer belongs to
+its Python object, so the paddle Tensor keeps it alive after later iterations.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import time
 from typing import Any, Callable, Sequence
 
 import cv2
@@ -127,6 +132,8 @@ class _Lowering:
         self.ops = list(ops)
         self.gpu = gpu
         self.dry = dry_run
+        self.randoms = None  # per-sample vector of uniforms in [0, 1), fed from Python
+        self.draws = 0  # how many of them the graph uses
         if not dry_run:
             from nvidia.dali import fn, types
             import nvidia.dali.math as dmath
@@ -155,8 +162,19 @@ class _Lowering:
         return self.dmath.sqrt(a)
 
     def _uniform(self, lo: float, hi: float, shape=None):
-        kw = {"shape": shape} if shape is not None else {}
-        return self.fn.random.uniform(range=[float(lo), float(hi)], **kw)
+        """Uniform in [lo, hi): the next fed number(s) of the sample (a vector for ``shape=[K]``)."""
+        k = self.draws
+        if shape is None:
+            u = self.randoms[k]
+            self.draws += 1
+        else:
+            u = self.randoms[k : k + shape[0]]
+            self.draws += shape[0]
+        return float(lo) + float(hi - lo) * u
+
+    def _coin(self, probability: float):
+        """1 with the given probability, else 0 (int32)."""
+        return self.fn.cast(self._uniform(0.0, 1.0) < float(probability), dtype=self.types.INT32)
 
     def _randint(self, hi):
         """Uniform integer in [0, hi] (hi a node or number), as random.randint(0, hi)."""
@@ -164,7 +182,7 @@ class _Lowering:
         return self._min(self._floor(u * (hi + 1.0)), hi)
 
     # -- the walk -------------------------------------------------------------------------
-    def run(self, encoded):
+    def run(self, encoded, randoms=None):
         ops = self.ops
         if not ops or not isinstance(ops[0], T.DecodeImage):
             raise ConfigError("transforms must start with DecodeImage")
@@ -172,6 +190,7 @@ class _Lowering:
         if dec.channel_first:
             raise _unsupported("DecodeImage", "channel_first: true")
         self.encoded = encoded
+        self.randoms = randoms
         self.img = None  # decoded node, None until decoded
         self.W = self.H = None
         self.pending_crop = None  # (w, h)
@@ -334,13 +353,13 @@ class _Lowering:
         if op.flip_code == 1:
             if self.pending_mirror is not None:  # two flips: materialise the first
                 self._flush()
-            self.pending_mirror = True if self.dry else self.fn.random.coin_flip(probability=0.5, dtype=self.types.INT32)
+            self.pending_mirror = True if self.dry else self._coin(0.5)
             return
         if self.dry:
             return
         self._flush()
         self._ensure_decoded()
-        coin = self.fn.random.coin_flip(probability=0.5, dtype=self.types.INT32)
+        coin = self._coin(0.5)
         horizontal = coin if op.flip_code == -1 else 0
         self.img = self.fn.flip(self.img, horizontal=horizontal, vertical=coin)
 
@@ -384,7 +403,7 @@ class _Lowering:
         pick = (rank == best) & fits
         h_sel = fn.reductions.sum(pick * h)
         w_sel = fn.reductions.sum(pick * w)
-        apply = fn.random.coin_flip(probability=float(op.EPSILON), dtype=self.types.INT32) * (best > 0)
+        apply = self._coin(op.EPSILON) * (best > 0)
         y = self._randint(H - h_sel)
         x = self._randint(W - w_sel)
         self.img = fn.erase(
@@ -396,9 +415,15 @@ class _Lowering:
         )
 
 
-def define_graph(encoded, ops: Sequence[Any], *, gpu: bool):
-    """DALI nodes for the PaddleClas operator list applied to ``encoded`` bytes."""
-    return _Lowering(ops, gpu=gpu).run(encoded)
+def define_graph(encoded, randoms, ops: Sequence[Any], *, gpu: bool):
+    """DALI nodes for the PaddleClas operator list applied to ``encoded`` bytes.
+
+    ``randoms`` is a per-sample float vector of uniforms in [0, 1); returns
+    ``(image, draws)``, draws being how many of them each sample needs.
+    """
+    lowering = _Lowering(ops, gpu=gpu)
+    image = lowering.run(encoded, randoms)
+    return image, lowering.draws
 
 
 def build_pipeline(
@@ -408,27 +433,41 @@ def build_pipeline(
     batch_size: int,
     num_threads: int,
     device_id: int | None,
-    seed: int,
     prefetch: int = 2,
 ):
-    """The pipeline: external_source (bytes, label) -> lowered transforms -> (image, label)."""
+    """The pipeline: external_source (bytes, label[, uniforms]) -> lowered transforms -> (image, label).
+
+    Returns ``(pipeline, draws)``, not built yet: ``source`` feeds (bytes, labels) and, when
+    ``draws`` > 0, a ``[batch, draws]`` array of uniforms.  The default (dynamic) executor is
+    asked for explicitly: it gives every output its own buffer, which the zero-copy hand-over
+    relies on.
+    """
     from nvidia.dali import fn, pipeline_def, types
 
-    @pipeline_def(
-        batch_size=batch_size,
-        num_threads=max(1, num_threads),
-        device_id=device_id,
-        seed=seed,
-        prefetch_queue_depth=prefetch,
-    )
-    def _pipe():
-        encoded, label = fn.external_source(
-            source=source, num_outputs=2, batch=True, dtype=[types.UINT8, types.INT64]
-        )
-        image = define_graph(encoded, ops, gpu=device_id is not None)
-        return image, label
+    def define(fed_randoms: bool):
+        draws = []
 
-    return _pipe()
+        @pipeline_def(
+            batch_size=batch_size,
+            num_threads=max(1, num_threads),
+            device_id=device_id,
+            seed=0,  # no DALI random operator is used: the randomness is fed
+            prefetch_queue_depth=prefetch,
+            exec_dynamic=True,
+        )
+        def _pipe():
+            outs = fn.external_source(source=source, num_outputs=3 if fed_randoms else 2, batch=True,
+                                      dtype=[types.UINT8, types.INT64, types.FLOAT][: 3 if fed_randoms else 2])
+            image, n = define_graph(outs[0], outs[2] if fed_randoms else None, ops, gpu=device_id is not None)
+            draws.append(n)
+            return image, outs[1]
+
+        return _pipe(), draws[0]
+
+    pipe, draws = define(True)
+    if draws == 0:  # nothing random (eval transforms): no uniforms output at all
+        pipe, draws = define(False)
+    return pipe, draws
 
 
 # ------------------------------------------------------------------------------ feeding
@@ -441,12 +480,19 @@ class _Feeder:
         self.loader = loader
         self.plan: list[np.ndarray] = []
         self.pos = 0
+        self.epoch = 0
+        self.draws = 0  # uniforms per sample (set from the built graph)
         self.in_flight: collections.deque[np.ndarray] = collections.deque()
         self.stopped = True
 
-    def start(self, plan: list[np.ndarray]) -> None:
-        self.plan, self.pos, self.stopped = list(plan), 0, False
+    def start(self, plan: list[np.ndarray], epoch: int) -> None:
+        self.plan, self.pos, self.stopped, self.epoch = list(plan), 0, False, int(epoch)
         self.in_flight.clear()
+
+    def uniforms(self, index: int) -> np.ndarray:
+        """The sample's uniforms in [0, 1) for this epoch: a function of (seed, epoch, index) only."""
+        key = [int(self.loader.seed) % 2**64, self.epoch, index]
+        return np.random.default_rng(key).random(self.draws, dtype=np.float32)
 
     def stop(self) -> None:
         self.stopped = True
@@ -469,7 +515,7 @@ class _Feeder:
                 raise StopIteration
             batch = self.plan[self.pos]
             self.pos += 1
-            data, labels, kept = [], [], []
+            data, kept = [], []
             for i in batch:
                 i = int(i)
                 path = ld.samples.paths[i]
@@ -487,11 +533,14 @@ class _Feeder:
                     ld._mark_bad(i, reason)
                     continue
                 data.append(buf)
-                labels.append(np.array([ld.samples.labels[i]], dtype=np.int64))
                 kept.append(i)
             if kept:
-                self.in_flight.append(np.asarray(kept, dtype=np.int64))
-                return data, labels
+                idx = np.asarray(kept, dtype=np.int64)
+                self.in_flight.append(idx)
+                labels = ld.samples.labels[idx].reshape(-1, 1)
+                if not self.draws:
+                    return data, labels
+                return data, labels, np.stack([self.uniforms(i) for i in kept])
 
 
 def _probe_dali_decode(buf: np.ndarray, rgb: bool) -> str | None:
@@ -513,6 +562,18 @@ def _probe_dali_decode(buf: np.ndarray, rgb: bool) -> str | None:
 
 
 # ------------------------------------------------------------------------------ loader
+
+
+def _to_paddle(batch):
+    """A dense DALI batch as a paddle Tensor sharing its memory (DLPack; no copy), on the
+    device Paddle computes on (one host-to-device copy when DALI ran on the CPU for a GPU run)."""
+    import paddle
+
+    out = paddle.utils.dlpack.from_dlpack(batch.as_tensor())
+    device = paddle.device.get_device()
+    if device != "cpu" and out.place.is_cpu_place():
+        out = out.to(device)
+    return out
 
 
 class DaliLoader(EpochLoader):
@@ -543,38 +604,25 @@ class DaliLoader(EpochLoader):
         self.device_id = dali_device(device)
         self._feeder = _Feeder(self)
         self._pipe = None
-        self._iter = None  # DALIGenericIterator on GPU
-        self._pipe_epoch: int | None = None  # the epoch whose seed the pipeline was built with
         self._dirty = False  # an epoch was abandoned: drain before the next one
         self._rgb = ops[0].to_rgb
+        self.builds = 0  # pipelines built so far: 1 unless a bad image or close() forced a rebuild
+        self.build_seconds = 0.0  # wall time of the last build
 
     # -- pipeline lifecycle ------------------------------------------------------------------
     def _build(self) -> None:
-        # a seed per rank (augmentation) and per epoch, so that a run resumed at epoch k draws
-        # the same augmentations as one that never stopped; the plan order is the same on all ranks
-        self._pipe = build_pipeline(
+        tic = time.perf_counter()
+        self._pipe, self._feeder.draws = build_pipeline(
             self._feeder,
             self._ops,
             batch_size=self.batch_size,
             num_threads=self.num_threads,
             device_id=self.device_id,
-            seed=(self.seed * 1000003 + self.rank * 7919 + (self._pipe_epoch or 0) * 104729 + 12345) % (2**31),
             prefetch=self.prefetch,
         )
         self._pipe.build()
-        self._iter = None
-        if self.device_id is not None:
-            from nvidia.dali.plugin.base_iterator import LastBatchPolicy
-            from nvidia.dali.plugin.paddle import DALIGenericIterator
-
-            self._iter = DALIGenericIterator(
-                [self._pipe],
-                ["image", "label"],
-                size=-1,
-                last_batch_policy=LastBatchPolicy.PARTIAL,
-                auto_reset=False,
-                prepare_first_batch=False,
-            )
+        self.builds += 1
+        self.build_seconds = time.perf_counter() - tic
 
     def close(self) -> None:
         """Stop and free the pipeline (its threads and buffers); the next epoch rebuilds it.
@@ -592,36 +640,20 @@ class DaliLoader(EpochLoader):
         gc.collect()
 
     def _teardown(self) -> None:
-        self._iter = None
         self._pipe = None  # DALI frees its buffers when the pipeline is collected
 
     def _next(self):
         """One batch as paddle tensors; StopIteration at the end of the epoch."""
-        import paddle
-
-        if self._iter is not None:
-            out = next(self._iter)[0]
-            img, lab = out["image"], out["label"]
-            img = img if isinstance(img, paddle.Tensor) else paddle.Tensor(img)
-            lab = lab if isinstance(lab, paddle.Tensor) else paddle.Tensor(lab)
-            return img, lab.reshape([-1, 1])
-        outs = self._pipe.run()
-        img_tl, lab_tl = outs[0], outs[1]
+        img_tl, lab_tl = self._pipe.run()
         if not img_tl.is_dense_tensor():
             raise ConfigError(
                 "transforms produce images of different sizes; end with a fixed-size "
                 "crop (RandCropImage or CropImage)"
             )
-        # np.asarray(as_tensor()) is a view of DALI's buffer (which later iterations reuse);
-        # paddle.to_tensor makes the one copy.  (as_array() would copy twice: ~10x slower.)
-        img = paddle.to_tensor(np.asarray(img_tl.as_tensor()))
-        lab = paddle.to_tensor(np.asarray(lab_tl.as_tensor()).reshape(-1, 1).astype(np.int64))
-        return img, lab
+        return _to_paddle(img_tl), _to_paddle(lab_tl)
 
     def _reset_epoch_end(self) -> None:
-        if self._iter is not None:
-            self._iter.reset()
-        elif self._pipe is not None:
+        if self._pipe is not None:
             self._pipe.reset()
 
     def _drain(self) -> None:
@@ -664,10 +696,7 @@ class DaliLoader(EpochLoader):
             self._drain()
         epoch = self._epoch
         self._epoch = epoch + 1
-        if self._pipe is not None and self._pipe_epoch != epoch:
-            self._teardown()
-        self._pipe_epoch = epoch
-        self._feeder.start(self._plan(epoch))
+        self._feeder.start(self._plan(epoch), epoch)
         if self._pipe is None:
             self._build()
         self._dirty = True

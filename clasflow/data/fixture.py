@@ -49,7 +49,7 @@ def _digits(classes: int, per_class: int, size: int, rng: np.random.Generator) -
     return out
 
 
-def _synthetic(classes: int, per_class: int, size: int, rng: np.random.Generator) -> list[tuple[np.ndarray, int]]:
+def _synthetic(classes: int, per_class: int, size: int, rng: np.random.Generator, noise: float = 8.0) -> list[tuple[np.ndarray, int]]:
     out = []
     for c in range(classes):
         angle = np.pi * c / classes
@@ -63,7 +63,7 @@ def _synthetic(classes: int, per_class: int, size: int, rng: np.random.Generator
             hsv = np.stack(
                 [np.full((h, w), (hue + rng.integers(-4, 5)) % 180), np.full((h, w), 200), 60 + 180 * wave], axis=-1
             ).astype(np.uint8)
-            img = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB).astype(np.float32) + rng.normal(0, 8, (h, w, 3))
+            img = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB).astype(np.float32) + rng.normal(0, noise, (h, w, 3))
             out.append((img.clip(0, 255).astype(np.uint8), c))
     return out
 
