@@ -50,15 +50,52 @@ def _config(data: Path, arch: str, loader: str, out: Path, batch: int, workers: 
     ])
 
 
-def bench_loaders_224(data: Path, work: Path, batches: int) -> dict:
-    from clasflow.data.bench import bench_loaders
+# The loaders' best settings for 2 cores, measured (num_workers 1-4 each): DALI threads, OpenCV processes.
+LOADER_WORKERS = {"dali": 2, "dali-cpu": 2, "dali-mixed": 2, "opencv": 2}
 
+
+def flowers_sized(root: Path, batches: int, batch: int = 32) -> Path:
+    """JPEGs of flowers102's size and weight (500-625 px a side, ~1.1 bits per pixel: ~42 KB), 128
+    distinct, and a list long enough for one epoch of ``batches`` batches; returns the list."""
+    from clasflow.data.fixture import build_fixture
+    from clasflow.data.flowers102 import prepare_flowers102
+
+    build_fixture(root, source="synthetic", classes=4, per_class=32, size=500, noise=2.0, seed=1)
+    prepare_flowers102(root, download=False)
+    lines = [line for name in ("train_list.txt", "val_list.txt", "extra_list.txt")
+             for line in (root / name).read_text().splitlines()]
+    listed = root / "loader_bench_list.txt"
+    listed.write_text("".join(f"{lines[i % len(lines)]}\n" for i in range(batches * batch)))
+    return listed
+
+
+def bench_loaders_224(data: Path, work: Path, batches: int, rounds: int = 3) -> dict:
+    """Loader figures at 224 px with the train transforms, batch 32, on flowers-sized JPEGs:
+    DALI (CPU, and on a GPU also the mixed path) against OpenCV workers, alternating in one run."""
+    from clasflow.data.bench import bench_loaders
+    from clasflow.engine.runtime import gpu_available
+
+    listed = flowers_sized(data, batches + 6)
     cfg = _config(data, "ResNet50_vd", "auto", work, batch=32, workers=2)
-    result = bench_loaders(cfg.TRAIN, loaders=("dali", "opencv"), batches=batches)
-    dali, cv = result.get("dali", {}), result.get("opencv", {})
+    section = cfg.TRAIN.model_copy(update={"file_list": str(listed)})
+    loaders = ("dali-cpu", "dali-mixed", "opencv") if gpu_available() else ("dali-cpu", "opencv")
+    result = bench_loaders(section, loaders=loaders, batches=batches, rounds=rounds, workers=LOADER_WORKERS)
+    jpgs = sorted((data / "jpg").glob("*.jpg"))
+    result["jpeg_kb"] = sum(p.stat().st_size for p in jpgs) / len(jpgs) / 1000
+    dali, cv = result.get("dali-cpu", {}), result.get("opencv", {})
     if dali.get("images_per_sec") and cv.get("images_per_sec"):
         result["dali_over_opencv"] = dali["images_per_sec"] / cv["images_per_sec"]
     return result
+
+
+def print_loaders(loaders: dict) -> None:
+    from clasflow.data.bench import figure_lines
+
+    for line in figure_lines(loaders):
+        print(f"loader {line}", flush=True)
+    if "dali_over_opencv" in loaders:
+        print(f"loader DALI(CPU)/OpenCV ratio {loaders['dali_over_opencv']:.2f}x (target >= 1.8x), "
+              f"JPEGs {loaders['jpeg_kb']:.0f} KB", flush=True)
 
 
 def bench_training(data: Path, work: Path, steps: int) -> dict:
@@ -135,7 +172,9 @@ def _subset(data: Path, work: Path, n: int) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m clasflow.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="bench.json")
-    parser.add_argument("--loader-batches", type=int, default=8)
+    parser.add_argument("--loader-batches", type=int, default=20)
+    parser.add_argument("--loader-rounds", type=int, default=3)
+    parser.add_argument("--only-loaders", action="store_true", help="the loader figures only")
     parser.add_argument("--train-steps", type=int, default=4)
     parser.add_argument("--overhead-steps", type=int, default=5)
     parser.add_argument("--inference-repeats", type=int, default=30)
@@ -147,13 +186,13 @@ def main(argv: list[str] | None = None) -> int:
     figures: dict = {"threads": os.environ.get("OMP_NUM_THREADS")}
     with tempfile.TemporaryDirectory(prefix="clasflow-bench-") as tmp:
         work = Path(tmp)
+        figures["loaders_224_train"] = loaders = bench_loaders_224(work / "flowers-sized", work, args.loader_batches,
+                                                                   args.loader_rounds)
+        print_loaders(loaders)
+        if args.only_loaders:
+            write_text_atomic(args.out, json.dumps(figures, indent=2, default=str) + "\n")
+            return 0
         data = _dataset(work / "data", per_class=16)
-        figures["loaders_224_train"] = loaders = bench_loaders_224(data, work, args.loader_batches)
-        for name in ("dali", "opencv"):
-            f = loaders.get(name, {})
-            print(f"loader {name:7s} {f.get('images_per_sec', 0):7.1f} images/s  {f.get('cpu_ms_per_image', 0):6.2f} CPU-ms/image", flush=True)
-        if "dali_over_opencv" in loaders:
-            print(f"loader DALI/OpenCV ratio {loaders['dali_over_opencv']:.2f}x (target >= 1.8x)", flush=True)
         figures["training_224"] = bench_training(data, work, args.train_steps)
         figures["engine_overhead_224"] = bench_engine_overhead(data, work, args.overhead_steps)
         figures["inference_cpu_224"] = bench_cpu(None, repeats=args.inference_repeats, work_dir=tmp)

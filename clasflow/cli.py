@@ -401,17 +401,17 @@ def _tracking_sync(args: argparse.Namespace) -> int:
 
 def _bench_loader(args: argparse.Namespace) -> int:
     from clasflow.config import load_config
-    from clasflow.data.bench import bench_loaders
+    from clasflow.data.bench import bench_loaders, figure_lines
 
     cfg = load_config(args.config, args.override, check_paths=True)
     section = cfg.TRAIN if args.section == "TRAIN" else cfg.VALID
-    result = bench_loaders(section, loaders=tuple(args.loader.split(",")), batches=args.batches)
+    result = bench_loaders(section, loaders=tuple(args.loader.split(",")), batches=args.batches,
+                           warmup=args.warmup, rounds=args.rounds, mode="train" if args.section == "TRAIN" else "eval")
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        for name, figures in result.items():
-            print(f"{name:8s} {figures['images_per_sec']:8.1f} images/s  {figures['cpu_ms_per_image']:7.2f} CPU-ms/image")
-    return 0
+        print("\n".join(figure_lines(result)))
+    return 1 if any("error" in f for f in result.values()) else 0
 
 
 def _add_misc(sub: argparse._SubParsersAction) -> None:
@@ -430,9 +430,11 @@ def _add_misc(sub: argparse._SubParsersAction) -> None:
     b = sub.add_parser("bench-loader", help="images/s and CPU-ms/image of the DALI and OpenCV loaders side by side")
     b.add_argument("-c", "--config", required=True)
     b.add_argument("-o", "--override", action="append", default=[])
-    b.add_argument("--loader", default="dali,opencv")
+    b.add_argument("--loader", default="dali,opencv", help="comma-separated: dali, dali-cpu, dali-mixed, opencv")
     b.add_argument("--section", default="TRAIN", choices=["TRAIN", "VALID"])
-    b.add_argument("--batches", type=int, default=20)
+    b.add_argument("--batches", type=int, default=20, help="timed batches, after the first and --warmup more")
+    b.add_argument("--warmup", type=int, default=2)
+    b.add_argument("--rounds", type=int, default=1, help="alternate the loaders this many times; medians and ranges")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=_bench_loader)
 

@@ -645,13 +645,24 @@ def test_check_image_file(tmp_path, small_ds):
 
 
 def test_bench_loaders_reports_both(small_ds):
+    """Steady state apart from start-up; alternating rounds give medians and ranges; DALI builds once
+    (the second build is the deliberate rebuild after close()); a list too short for the asked
+    batches is an error naming the need."""
     from clasflow.data.bench import bench_loaders
 
     t = time.time()
-    res = bench_loaders(section(small_ds, train_tf(), batch_size=4), loaders=("dali", "opencv"), batches=3)
-    assert set(res) == {"dali", "opencv"}
+    res = bench_loaders(section(small_ds, train_tf(), batch_size=4), loaders=("dali-cpu", "opencv"), batches=1,
+                        warmup=1, rounds=2, workers={"opencv": 2})
+    assert set(res) == {"dali-cpu", "opencv"}
     for r in res.values():
-        assert r["images_per_sec"] > 0 and r["cpu_ms_per_image"] >= 0 and r["images"] == 12
+        assert r["images_per_sec"] > 0 and r["cpu_ms_per_image"] >= 0 and r["images"] == 4 and r["rounds"] == 2
+        lo, hi = r["images_per_sec_range"]
+        assert lo <= r["images_per_sec"] <= hi
+        assert r["first_batch_s"] > 0 and r["epoch_start_s"] > 0
+    assert res["dali-cpu"]["builds"] == 2 and res["dali-cpu"]["rebuild_s"] > 0 and res["dali-cpu"]["device"] == "cpu"
+    assert res["opencv"]["workers"] == 2
+    short = bench_loaders(section(small_ds, train_tf(), batch_size=4), loaders=("dali-cpu",), batches=3)
+    assert "needs warm-up + timed = 6 in one epoch" in short["dali-cpu"]["error"]
     assert time.time() - t < 60
 
 

@@ -9,7 +9,7 @@ import os
 import time
 from typing import Any, Sequence
 
-__all__ = ["bench_loaders", "process_tree_cpu_seconds"]
+__all__ = ["bench_loaders", "figure_lines", "process_tree_cpu_seconds"]
 
 _TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -57,56 +57,108 @@ def process_tree_cpu_seconds() -> float:
     return total
 
 
-def _with_loader(section: Any, name: str) -> Any:
+def _with_loader(section: Any, name: str, workers: int | None) -> Any:
+    update: dict[str, Any] = {"loader": name}
+    if workers is not None:
+        update["num_workers"] = workers
     if hasattr(section, "model_copy"):  # pydantic
-        return section.model_copy(update={"loader": name})
+        return section.model_copy(update=update)
     if dataclasses.is_dataclass(section):
-        return dataclasses.replace(section, loader=name)
+        return dataclasses.replace(section, **update)
     s = copy.copy(section)
-    setattr(s, "loader", name)
+    for key, value in update.items():
+        setattr(s, key, value)
     return s
 
 
-def _bench_one(section: Any, name: str, batches: int, warmup: int, mode: str) -> dict:
+def _dali_device(variant: str) -> str | None:
+    """CLASFLOW_DALI_DEVICE for a loader variant: dali (auto), dali-cpu, dali-mixed (GPU decoding)."""
+    return {"dali": None, "dali-cpu": "cpu", "dali-mixed": "gpu"}.get(variant)
+
+
+def _timed(fn) -> float:
+    tic = time.perf_counter()
+    fn()
+    return time.perf_counter() - tic
+
+
+def _bench_one(section: Any, variant: str, batches: int, warmup: int, mode: str, workers: int | None) -> dict:
+    """One loader: start-up (build + first batch), steady state, a new epoch's start, and
+    for DALI a rebuild (close, build again, first batch: what every epoch used to cost)."""
     from clasflow.data import build_loader
 
-    gc.collect()
-    loader = build_loader(_with_loader(section, name), mode=mode)
-    it = iter(loader)
+    name = "opencv" if variant == "opencv" else "dali"
+    device = _dali_device(variant)
+    saved = os.environ.get("CLASFLOW_DALI_DEVICE")
+    if device is not None:
+        os.environ["CLASFLOW_DALI_DEVICE"] = device
+    try:
+        gc.collect()
+        tic = time.perf_counter()
+        loader = build_loader(_with_loader(section, name, workers), mode=mode)
+        if 1 + warmup + batches > len(loader):
+            from clasflow.errors import ConfigError
 
-    def next_batch():
-        nonlocal it
-        try:
-            return next(it)
-        except StopIteration:
-            it = iter(loader)
-            return next(it)
+            raise ConfigError(f"the list has {len(loader)} batches; the benchmark needs warm-up + timed = "
+                              f"{1 + warmup + batches} in one epoch (use a longer list or fewer --batches)")
+        it = iter(loader)
+        next(it)
+        first_batch_s = time.perf_counter() - tic
+        for _ in range(warmup):
+            next(it)
+        images = 0
+        cpu0, t0 = process_tree_cpu_seconds(), time.perf_counter()
+        for _ in range(batches):
+            x, _ = next(it)
+            images += int(x.shape[0])
+        wall = time.perf_counter() - t0
+        cpu = process_tree_cpu_seconds() - cpu0
+        del x
+        for _ in it:  # the rest of the epoch, then a new one starts (training's epoch switch)
+            pass
+        epoch_start_s = _timed(lambda: next(iter(loader)))
+        out = {
+            "images_per_sec": images / wall if wall > 0 else float("inf"),
+            "cpu_ms_per_image": 1000.0 * cpu / images if images else 0.0,
+            "images": images,
+            "batches": batches,
+            "wall_s": wall,
+            "first_batch_s": first_batch_s,
+            "epoch_start_s": epoch_start_s,
+            "batch_s": wall / batches,
+        }
+        if name == "dali":
+            loader.close()
+            out["rebuild_s"] = _timed(lambda: next(iter(loader)))
+            out["builds"] = loader.builds
+            out["threads"] = loader.num_threads
+            out["device"] = "cpu" if loader.device_id is None else f"gpu:{loader.device_id}"
+        else:
+            out["workers"] = loader.num_workers
+        loader.close()  # free DALI threads before the next loader forks its workers
+        return out
+    finally:
+        if device is not None:
+            if saved is None:
+                os.environ.pop("CLASFLOW_DALI_DEVICE", None)
+            else:
+                os.environ["CLASFLOW_DALI_DEVICE"] = saved
 
-    for _ in range(warmup):  # pipeline build, worker start-up, first allocations
-        next_batch()
-    images = 0
-    cpu0, t0 = process_tree_cpu_seconds(), time.perf_counter()
-    for _ in range(batches):
-        x, _ = next_batch()
-        images += int(x.shape[0])
-    wall = time.perf_counter() - t0
-    cpu = process_tree_cpu_seconds() - cpu0
-    if hasattr(it, "close"):
-        it.close()
-    del it
-    loader.close()  # free DALI threads before the next loader forks its workers
-    out = {
-        "images_per_sec": images / wall if wall > 0 else float("inf"),
-        "cpu_ms_per_image": 1000.0 * cpu / images if images else 0.0,
-        "images": images,
-        "batches": batches,
-        "wall_s": wall,
-    }
-    if name == "dali":
-        dev = getattr(loader, "device_id", None)
-        out["device"] = "cpu" if dev is None else f"gpu:{dev}"
-    else:
-        out["workers"] = getattr(loader, "num_workers", None)
+
+_VARIANTS = ("dali", "dali-cpu", "dali-mixed", "opencv")
+
+
+def _summary(runs: list[dict]) -> dict:
+    """Median figures over the rounds, with the images/s and CPU-ms ranges."""
+    if len(runs) == 1:
+        return runs[0]
+    out = dict(runs[len(runs) // 2])
+    for key in ("images_per_sec", "cpu_ms_per_image", "first_batch_s", "epoch_start_s", "rebuild_s", "batch_s"):
+        if key in out:
+            values = sorted(r[key] for r in runs)
+            out[key] = values[len(values) // 2]
+            out[f"{key}_range"] = [values[0], values[-1]]
+    out["rounds"] = len(runs)
     return out
 
 
@@ -115,27 +167,57 @@ def bench_loaders(
     loaders: Sequence[str] = ("dali", "opencv"),
     batches: int = 20,
     *,
-    warmup: int = 1,
+    warmup: int = 2,
     mode: str = "train",
+    rounds: int = 1,
+    workers: dict[str, int] | None = None,
 ) -> dict[str, dict]:
-    """Time ``batches`` batches (after ``warmup``) of each loader on the section's list.
+    """Time ``batches`` batches (after the first and ``warmup`` more) of each loader on the section's list.
 
-    Returns ``{name: {"images_per_sec", "cpu_ms_per_image", "images", "batches", "wall_s", ...}}``;
-    CPU time counts all threads of this process and its worker processes.  A loader that
-    cannot be built reports ``{"error": message}`` instead.
+    Loaders: ``dali`` (its device chosen as in training), ``dali-cpu``, ``dali-mixed`` (GPU
+    decoding) and ``opencv``; ``rounds`` alternates them (dali, opencv, dali, opencv, ...) in this
+    one run and reports medians and ranges.  ``workers`` sets num_workers (OpenCV processes,
+    DALI threads) per loader, else the section's.  Returns ``{name: {"images_per_sec",
+    "cpu_ms_per_image", "images", "batches", "wall_s", "first_batch_s", "epoch_start_s", ...}}``:
+    steady state apart from start-up (``first_batch_s``: build, worker start, first batch) and
+    the start of a new epoch; CPU time counts all threads of this process and its worker
+    processes.  A loader that cannot be built reports ``{"error": message}`` instead.
     """
     if batches < 1:
         raise ValueError(f"batches must be >= 1, got {batches}")
-    results: dict[str, dict] = {}
     for name in loaders:
-        if name not in ("dali", "opencv"):
-            raise ValueError(f"unknown loader {name!r} (dali, opencv)")
-        try:
-            results[name] = _bench_one(section, name, batches, warmup, mode)
-        except Exception as e:  # noqa: BLE001 - reported per loader
-            from clasflow.errors import ClasflowError
+        if name not in _VARIANTS:
+            raise ValueError(f"unknown loader {name!r} ({', '.join(_VARIANTS)})")
+    runs: dict[str, list[dict]] = {name: [] for name in loaders}
+    errors: dict[str, dict] = {}
+    for _ in range(max(1, rounds)):
+        for name in loaders:
+            if name in errors:
+                continue
+            try:
+                runs[name].append(_bench_one(section, name, batches, warmup, mode, (workers or {}).get(name)))
+            except Exception as e:  # noqa: BLE001 - reported per loader
+                from clasflow.errors import ClasflowError
 
-            if not isinstance(e, ClasflowError):
-                raise
-            results[name] = {"error": str(e)}
-    return results
+                if not isinstance(e, ClasflowError):
+                    raise
+                errors[name] = {"error": str(e)}
+    return {name: errors.get(name) or _summary(runs[name]) for name in loaders}
+
+
+def figure_lines(result: dict[str, dict]) -> list[str]:
+    """One printable line per loader of a ``bench_loaders`` result."""
+    lines = []
+    for name, f in result.items():
+        if not isinstance(f, dict):
+            continue
+        if "error" in f:
+            lines.append(f"{name:10s} failed: {f['error']}")
+            continue
+        lo, hi = f.get("images_per_sec_range", [f["images_per_sec"]] * 2)
+        extra = (f"rebuild {f['rebuild_s'] * 1000:.0f} ms, {f['threads']} threads" if "rebuild_s" in f
+                 else f"{f['workers']} workers")
+        lines.append(f"{name:10s} {f['images_per_sec']:7.1f} images/s ({lo:.0f}-{hi:.0f})  "
+                     f"{f['cpu_ms_per_image']:5.2f} CPU-ms/image  start {f['first_batch_s'] * 1000:.0f} ms  "
+                     f"new epoch {f['epoch_start_s'] * 1000:.0f} ms  {extra}")
+    return lines
