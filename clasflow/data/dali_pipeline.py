@@ -9,7 +9,7 @@ DecodeImage (+ RandCropImage)     fn.decoders.image, or fn.decoders.image_slice 
                                   drawn by PaddleClas's own formula (below) -- only the crop
                                   is decoded
 RandCropImage                     window + fn.resize(resize_x, resize_y, antialias=False)
-RandFlipImage                     a fed coin -> crop_mirror_normalize(mirror=)      
+RandFlipImage                     a fed coin -> crop_mirror_normalize(mirror=)
                                   (fn.flip for vertical flips)
 ResizeImage                       fn.resize with PaddleClas's rounded output size
 CropImage + NormalizeImage +      one fn.crop_mirror_normalize (crop at (W-w)//2, mean/std
