@@ -68,8 +68,8 @@ def paddleclas_config(*, data: Path, file_list: Path, out: Path, arch: str, clas
                             {"DecodeImage": {"to_rgb": True, "channel_first": False}},
                             {"RandCropImage": {"size": size}},
                             {"RandFlipImage": {"flip_code": 1}},
-                            {"NormalizeImage": {"scale": 1.0 / 255.0, "mean": MEAN, "std": STD, "order": ""}},
-                            {"ToCHWImage": None}]},
+                            {"NormalizeImage": {"scale": 1.0 / 255.0, "mean": MEAN, "std": STD, "order": ""}}]},
+            # no ToCHWImage: its CommonDataset transposes to CHW after the operators (2.2's configs omit it)
             "sampler": {"name": "DistributedBatchSampler", "batch_size": batch, "drop_last": False, "shuffle": True},
             "loader": {"num_workers": workers, "use_shared_memory": True}}},
     }
