@@ -3,8 +3,9 @@
 Every step is a plain function of paths and values, so the KFP components in ``components/``
 stay one-line calls, and the same steps run under ``kfp.local`` or a cluster. A profile
 shrinks the quick-start configs without editing them: image size, epochs, batch size; the
-dataset source (``official``, a mirror URL, or ``fixture:digits`` for the offline demo) and
-the zoo (official, a mirror, or ``demo`` for generated demo weights).
+dataset source (``official``, a mirror URL, or ``fixture:<source>?...`` such as the demo's
+``fixture:glyphs``) and the zoo (official, a mirror, or ``demo``: weights pretrained offline by
+``clasflow.demo_zoo``).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class Profile:
     num_workers: int = -1
     experiment: str = ""
     pipeline_run: str = ""
+    seed: int = 0  # the training seed (initialisation, sample order, augmentations)
 
     def env(self) -> None:
         """MLflow tags and experiment of the runs this step starts."""
@@ -142,10 +144,13 @@ def cache_store(cache_root: str, kind: str, ident: str, path: Path) -> None:
 
 def _fixture_spec(source: str) -> dict[str, Any]:
     parsed = urllib.parse.urlparse(source.replace("fixture:", "fixture://", 1))
-    spec = {"source": parsed.netloc or "digits", "classes": 10, "per_class": 20, "size": 64}
+    spec = {"source": parsed.netloc or "digits", "classes": 10, "per_class": 20, "size": 64, "seed": 0}
+    if spec["source"] == "glyphs":
+        spec["offset"] = 0
     for key, value in urllib.parse.parse_qsl(parsed.query):
         if key not in spec:
-            raise ConfigError(f"dataset source {source!r}: unknown option {key!r}; known: classes, per_class, size")
+            known = ", ".join(k for k in spec if k != "source")
+            raise ConfigError(f"dataset source {source!r}: unknown option {key!r}; known: {known}")
         spec[key] = int(value)
     return spec
 
@@ -187,14 +192,13 @@ def read_dataset_meta(dataset_dir: str | os.PathLike) -> dict[str, Any]:
 
 def fetch_pretrained(arch: str, out_dir: str | os.PathLike, zoo_url: str = "", cache_root: str = "") -> dict[str, Any]:
     """The pretrained weights of `arch` into `out_dir` (official zoo, a mirror, or ``demo``)."""
-    from clasflow.zoo import download_weights, lookup, write_demo_mirror
+    from clasflow.demo_zoo import ensure_demo_zoo
+    from clasflow.zoo import download_weights, lookup
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if zoo_url == "demo":
-        with tempfile.TemporaryDirectory() as mirror:
-            write_demo_mirror(mirror, archs=(arch,))
-            result = download_weights(arch, out, url_base=f"file://{mirror}")
+    if zoo_url == "demo":  # built once per machine by clasflow.demo_zoo
+        result = download_weights(arch, out, url_base=f"file://{ensure_demo_zoo()}")
     else:
         entry = lookup(arch)
         filename = entry.v2_pdparams.rsplit("/", 1)[1]
@@ -214,6 +218,14 @@ def _set_op_arg(transforms: list, op: str, key: str, value: Any) -> None:
             item[op] = {**(item[op] or {}), key: value}
 
 
+def set_image_size(raw: dict, s: int) -> None:
+    """Train crops and valid resize/crop of a raw config for `s` px images (the seed's 256/224 ratio)."""
+    raw["image_shape"] = [3, s, s]
+    _set_op_arg(raw["TRAIN"]["transforms"], "RandCropImage", "size", s)
+    _set_op_arg(raw["VALID"]["transforms"], "ResizeImage", "resize_short", round(s * 256 / 224))
+    _set_op_arg(raw["VALID"]["transforms"], "CropImage", "size", s)
+
+
 def build_config(name: str, dataset_dir: str | os.PathLike, out_dir: str | os.PathLike, profile: Profile,
                  pretrained: list[str] | None = None):
     """A quick-start config pointed at the dataset, the output folder and the weights, resized by `profile`."""
@@ -223,6 +235,7 @@ def build_config(name: str, dataset_dir: str | os.PathLike, out_dir: str | os.Pa
     data = read_dataset_meta(dataset_dir)
     raw["classes_num"] = data["classes"]
     raw["model_save_dir"] = str(out_dir)
+    raw["seed"] = profile.seed
     for section in ("TRAIN", "VALID"):
         sec = raw[section]
         sec["file_list"] = str(Path(dataset_dir) / Path(sec["file_list"]).name)
@@ -235,11 +248,7 @@ def build_config(name: str, dataset_dir: str | os.PathLike, out_dir: str | os.Pa
     if profile.epochs > 0:
         raw["epochs"] = profile.epochs
     if profile.image_size > 0:
-        s = profile.image_size
-        raw["image_shape"] = [3, s, s]
-        _set_op_arg(raw["TRAIN"]["transforms"], "RandCropImage", "size", s)
-        _set_op_arg(raw["VALID"]["transforms"], "ResizeImage", "resize_short", round(s * 256 / 224))
-        _set_op_arg(raw["VALID"]["transforms"], "CropImage", "size", s)
+        set_image_size(raw, profile.image_size)
     if pretrained is not None:
         if isinstance(raw.get("pretrained_model"), list):  # distillation: [teacher, student]
             raw["pretrained_model"] = list(pretrained) if pretrained else ["", ""]

@@ -5,7 +5,8 @@ URL and, where one exists, the 2.x ``.pdparams`` URL. Downloads resume, retry, v
 pinned sha256 (or the one recorded in ``zoo.lock.json`` beside the weights on first
 download), extract safely and write atomically. ``--url-base`` / ``CLASFLOW_ZOO_URL`` points
 at a mirror (HTTP, ``file://`` or ``s3://``) holding the same file names; a mirror may carry
-``ZOO_MIRROR.json`` with its own sha256 pins, and says there when its weights are demo weights.
+``ZOO_MIRROR.json`` with its own sha256 pins, and says there when its weights are demo weights
+(``clasflow.demo_zoo``: pretrained offline on a generated task); the lock file and the log say so too.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import difflib
 import json
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -29,7 +31,7 @@ log = logging.getLogger(__name__)
 LOCK_FILE = "zoo.lock.json"
 MIRROR_MANIFEST = "ZOO_MIRROR.json"
 ZOO_URL_ENV = "CLASFLOW_ZOO_URL"
-# The architectures the quick start downloads (and the demo mirror provides).
+# The architectures the quick start downloads (and the demo zoo provides).
 QUICKSTART_ARCHS = ("ResNet50_vd", "ResNet50_vd_ssld", "MobileNetV3_large_x1_0")
 
 
@@ -140,9 +142,11 @@ def download_weights(
         fetch(url, dest, None, retries=retries)
     digest = file_digest(dest)
     lock[filename] = {"sha256": digest, "url": url, "demo": demo}
+    if demo:
+        lock[filename]["note"] = manifest.get("note", "")
     write_text_atomic(lock_path, json.dumps(lock, indent=2, sort_keys=True) + "\n")
     if demo:
-        log.warning("%s: DEMO weights from %s (randomly initialised, not trained): accuracy figures are meaningless", arch, base)
+        log.warning("%s: DEMO weights from %s: %s", arch, base, manifest.get("note", "not the official weights"))
 
     result_path = dest
     if decompress and fmt == "tar":
@@ -152,28 +156,14 @@ def download_weights(
     return DownloadResult(arch, str(result_path), digest, url, demo)
 
 
-def write_demo_mirror(out: str | os.PathLike, archs: tuple[str, ...] = QUICKSTART_ARCHS, seed: int = 0) -> Path:
-    """A zoo mirror with randomly initialised, correctly shaped 1000-class weights (offline demo)."""
-    import paddle
+def write_demo_mirror(out: str | os.PathLike) -> Path:
+    """A zoo mirror of the demo weights (pretrained offline by clasflow, see clasflow.demo_zoo) in `out`."""
+    from clasflow.demo_zoo import ensure_demo_zoo
 
-    from clasflow.models import build_model
-
+    zoo = ensure_demo_zoo()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    files = {}
-    for arch in archs:
-        entry = lookup(arch)
-        filename = entry.v2_pdparams.rsplit("/", 1)[1]
-        model_name = arch.replace("_ssld", "")  # ssld weights use the plain architecture
-        paddle.seed(seed)
-        model = build_model(model_name, class_num=1000)
-        paddle.save(model.state_dict(), str(out / f".{filename}.tmp"))
-        os.replace(out / f".{filename}.tmp", out / filename)
-        files[filename] = file_digest(out / filename)
-    manifest = {
-        "demo": True,
-        "note": "DEMO WEIGHTS: randomly initialised, not trained. For offline runs of the pipeline only.",
-        "files": files,
-    }
-    write_text_atomic(out / MIRROR_MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    for name in [MIRROR_MANIFEST, *_read_json(zoo / MIRROR_MANIFEST)["files"]]:
+        shutil.copyfile(zoo / name, out / f".{name}.tmp")
+        os.replace(out / f".{name}.tmp", out / name)
     return out

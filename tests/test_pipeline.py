@@ -221,24 +221,50 @@ def test_cli_compare_exits_nonzero_on_a_failed_full_run(tmp_path, monkeypatch):
     assert main(["compare", "--experiment", "recorded", "--pipeline-run", "p1", "--out", str(tmp_path / "r"), "--profile", "demo"]) == 0
 
 
+def test_report_checks_the_lessons_on_the_runs_figures(tmp_path, monkeypatch):
+    from clasflow.cli import main
+    from clasflow.report import compare
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    _record_experiment(uri, {"ResNet50_vd": [0.2, 0.3], "ResNet50_vd_finetune": [0.5, 0.7], "ResNet50_vd_ssld_finetune": [0.3, 0.3],
+                             "MobileNetV3_large_x1_0_finetune": [0.4, 0.6], "R50_vd_distill_MV3_large_x1_0": [0.5, 0.6]})
+    compare(tmp_path / "out", experiment="recorded", pipeline_run="p1", profile="demo")
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert md.index("| config |") < md.index("## The lessons")  # under the Top1 table
+    assert "| fine-tuned ResNet50_vd_finetune beats ResNet50_vd from scratch | 0.7000 | 0.3000 | PASS |" in md
+    assert "| fine-tuned ResNet50_vd_ssld_finetune beats ResNet50_vd from scratch | 0.3000 | 0.3000 | FAIL |" in md  # a tie is no win
+    assert ("| fine-tuned ResNet50_vd_ssld_random_erasing_finetune beats ResNet50_vd from scratch | - | 0.3000 | "
+            "n/a (ResNet50_vd_ssld_random_erasing_finetune did not run) |") in md
+    assert "| distilled MobileNetV3 (R50_vd_distill_MV3_large_x1_0) >= MobileNetV3_large_x1_0_finetune | 0.6000 | 0.6000 | PASS |" in md
+    lessons = json.loads((tmp_path / "out" / "lessons.json").read_text())
+    assert [x["verdict"] for x in lessons] == ["PASS", "FAIL", "n/a (ResNet50_vd_ssld_random_erasing_finetune did not run)", "PASS"]
+    assert "<td class='fail'>FAIL</td>" in (tmp_path / "out" / "report.html").read_text()
+    assert main(["compare", "--experiment", "recorded", "--pipeline-run", "p1", "--out", str(tmp_path / "r"), "--profile", "demo"]) == 1
+
+
 @pytest.mark.slow
-def test_local_end_to_end_run_of_a_tiny_profile(tmp_path, monkeypatch):
-    """The whole DAG through kfp.local: six MLflow runs with per-epoch history, an exported
-    model, the benchmark JSON and the report."""
+def test_the_demo_profile_end_to_end_with_the_lesson_rows(tmp_path, monkeypatch):
+    """What `make quickstart` runs (exactly DEMO_ARGUMENTS) through kfp.local on a machine without
+    the demo zoo: the zoo is pretrained on the way and marked demo, six MLflow runs with per-epoch
+    history, an exported model, the benchmark JSON, and a report with the lesson rows."""
     from mlflow.tracking import MlflowClient
 
+    from clasflow import demo_zoo
+    from clasflow.steps import fetch_pretrained
+
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv(demo_zoo.CACHE_ENV, str(tmp_path / "cache"))  # inherited by the steps: a fresh machine
     monkeypatch.delenv("CLASFLOW_ARTIFACT_ROOT", raising=False)
-    args = dict(fq.DEMO_ARGUMENTS, epochs=2, image_size=32, dataset_source="fixture:digits?classes=4&per_class=10&size=36",
-                benchmark_batch_sizes="1", experiment="e2e")
-    fq.run_local(tmp_path, args)
+    fq.run_local(tmp_path, dict(fq.DEMO_ARGUMENTS))
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("e2e").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name("flowers102-quickstart").experiment_id])
     trains = {r.data.tags["mlflow.runName"]: r for r in runs if r.data.tags.get("clasflow.stage") in ("train", "distill")}
     assert set(trains) == set(fq_configs())
+    epochs = list(range(fq.DEMO_ARGUMENTS["epochs"]))
     for name, run in trains.items():
         assert run.data.tags["clasflow.profile"] == "demo"
-        assert [m.step for m in sorted(client.get_metric_history(run.info.run_id, "valid_top1"), key=lambda m: m.step)] == [0, 1], name
+        assert [m.step for m in sorted(client.get_metric_history(run.info.run_id, "valid_top1"), key=lambda m: m.step)] == epochs, name
     assert len({r.data.tags["clasflow.pipeline_run"] for r in trains.values()}) == 1
     # no KFP MLflow plugin here: the steps build its shape, one parent run with every stage nested under it
     parents = [r for r in runs if r.data.tags.get("clasflow.stage") == "pipeline"]
@@ -247,18 +273,43 @@ def test_local_end_to_end_run_of_a_tiny_profile(tmp_path, monkeypatch):
     assert {r.data.tags.get("mlflow.parentRunId") for r in children} == {parents[0].info.run_id}
     assert sorted(r.data.tags["clasflow.stage"] for r in children) == sorted(["benchmark", "distill", "eval"] + ["train"] * 5)
     artifacts = tmp_path / "artifacts"
+
+    # the demo zoo was built once on the way, and every weights step says its weights are demo weights
+    zoo = tmp_path / "cache" / "demo-zoo" / demo_zoo.recipe_key()
+    assert json.loads((zoo / "ZOO_MIRROR.json").read_text())["demo"] is True
+    locks = list(artifacts.rglob("zoo.lock.json"))
+    assert len(locks) == 3
+    for lock in locks:
+        (entry,) = json.loads(lock.read_text()).values()
+        assert entry["demo"] is True and entry["note"].startswith("DEMO WEIGHTS, not ImageNet")
+    monkeypatch.setattr(demo_zoo, "build_demo_zoo", lambda *a, **k: pytest.fail("the cached demo zoo was rebuilt"))
+    assert fetch_pretrained("ResNet50_vd", tmp_path / "again", "demo")["demo"]
+
     exported = list(artifacts.rglob("inference.yml"))
     assert len(exported) == 1
     meta = yaml.safe_load(exported[0].read_text())
-    assert meta["architecture"] == "MobileNetV3_large_x1_0" and meta["class_num"] == 4 and meta["self_check"]["passed"]
+    assert meta["architecture"] == "MobileNetV3_large_x1_0" and meta["class_num"] == 10 and meta["self_check"]["passed"]
     int8 = meta["int8"]  # calibrated on the training images, for paddle-trt int8 on a GPU
     assert int8["calibration"]["source"].endswith("train_list.txt") and int8["calibration"]["images"] >= 8
     assert (exported[0].parent / int8["files"]["model"]).is_file() and int8["quantized_ops"]["quantize_linear"] > 0
     bench = [p for p in artifacts.rglob("result") if p.is_file()]
     report = json.loads(bench[0].read_text())
     assert any(r.get("status") == "ok" or "latency_ms" in json.dumps(r) for r in report["results"])
+
+    # the report checks the lessons on the run's own figures
+    (markdown,) = [p for p in artifacts.rglob("markdown") if p.is_file()]
+    text = markdown.read_text()
+    best = {name: max(m.value for m in client.get_metric_history(run.info.run_id, "valid_top1")) for name, run in trains.items()}
+    scratch = best["ResNet50_vd"]
+    for name in ("ResNet50_vd_finetune", "ResNet50_vd_ssld_finetune", "ResNet50_vd_ssld_random_erasing_finetune"):
+        verdict = "PASS" if best[name] > scratch else "FAIL"
+        assert f"| fine-tuned {name} beats ResNet50_vd from scratch | {best[name]:.4f} | {scratch:.4f} | {verdict} |" in text
+    distilled, student = best["R50_vd_distill_MV3_large_x1_0"], best["MobileNetV3_large_x1_0_finetune"]
+    assert (f"| distilled MobileNetV3 (R50_vd_distill_MV3_large_x1_0) >= MobileNetV3_large_x1_0_finetune | "
+            f"{distilled:.4f} | {student:.4f} | {'PASS' if distilled >= student else 'FAIL'} |") in text
+    print("demo best Top1:", json.dumps(best, sort_keys=True))
     html = list(artifacts.rglob("html"))
-    assert html and "R50_vd_distill_MV3_large_x1_0" in html[0].read_text()
+    assert html and "R50_vd_distill_MV3_large_x1_0" in html[0].read_text() and "The lessons" in html[0].read_text()
 
 
 def fq_configs():

@@ -8,7 +8,7 @@ import pytest
 
 from clasflow.cli import main
 from clasflow.errors import ClasflowError, DownloadError
-from clasflow.zoo import LOCK_FILE, MIRROR_MANIFEST, download_weights, lookup, registry, write_demo_mirror
+from clasflow.zoo import LOCK_FILE, MIRROR_MANIFEST, download_weights, lookup, registry
 
 WEIGHTS = b"pretend pdparams " * 5000
 
@@ -89,16 +89,3 @@ def test_v1_tar_is_extracted_safely(tmp_path):
 def test_architecture_without_pdparams_needs_tar():
     with pytest.raises(ClasflowError, match="AlexNet has no pdparams weights"):
         download_weights("AlexNet", "/nonexistent", fmt="pdparams")
-
-
-def test_demo_mirror_is_marked_and_loads_into_a_102_class_model(tmp_path):
-    from clasflow.models import build_model, load_pretrained
-
-    mirror = write_demo_mirror(tmp_path / "mirror", archs=("MobileNetV3_large_x1_0",))
-    manifest = json.loads((mirror / MIRROR_MANIFEST).read_text())
-    assert manifest["demo"] is True and "DEMO" in manifest["note"]
-    r = download_weights("MobileNetV3_large_x1_0", tmp_path / "p", url_base=f"file://{mirror}")
-    assert r.demo and json.loads((tmp_path / "p" / LOCK_FILE).read_text())["MobileNetV3_large_x1_0_pretrained.pdparams"]["demo"]
-    model = build_model("MobileNetV3_large_x1_0", class_num=102)
-    report = load_pretrained(model, str(tmp_path / "p" / "MobileNetV3_large_x1_0_pretrained"))
-    assert report.skipped_head  # 1000-class head skipped, the rest loaded

@@ -6,6 +6,10 @@ Sources:
   label information.
 - ``synthetic``: procedural images whose orientation, stripe frequency and hue depend on the
   class, with random phase, offset and noise; easy to learn, any number of classes.
+- ``glyphs``: one character per class (``0-9`` then ``A-Z``; ``offset`` skips the first ones),
+  drawn with OpenCV's Hershey fonts in random font, size, stroke, slant, position and colors
+  (bright strokes on a dark, noisy ground). Classes share strokes and curves, not shapes: ``glyphs?offset=10`` (letters)
+  is the demo zoo's source task, ``glyphs`` (digits) the demo's target task.
 
 Writes ``jpg/image_XXXXX.jpg``, ``imagelabels.mat``, ``setid.mat`` and, with ``archive=True``,
 ``102flowers.tgz`` plus ``MD5SUMS`` so the directory can serve as a download mirror.
@@ -25,7 +29,9 @@ from clasflow.data.flowers102 import CHECKSUM_FILE, image_relpath
 from clasflow.errors import DataError
 from clasflow.fsutil import atomic_write, write_text_atomic
 
-SOURCES = ("digits", "synthetic")
+SOURCES = ("digits", "synthetic", "glyphs")
+GLYPHS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_FONTS = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_COMPLEX, cv2.FONT_HERSHEY_TRIPLEX)
 
 
 def _digits(classes: int, per_class: int, size: int, rng: np.random.Generator) -> list[tuple[np.ndarray, int]]:
@@ -68,6 +74,33 @@ def _synthetic(classes: int, per_class: int, size: int, rng: np.random.Generator
     return out
 
 
+def _glyphs(classes: int, per_class: int, size: int, rng: np.random.Generator, offset: int = 0) -> list[tuple[np.ndarray, int]]:
+    if not 0 <= offset or offset + classes > len(GLYPHS):
+        raise DataError(f"--source glyphs has {len(GLYPHS)} characters; offset {offset} + classes {classes} is too many")
+    out = []
+    for c in range(classes):
+        char = GLYPHS[offset + c]
+        for _ in range(per_class):
+            h, w = size + int(rng.integers(0, size // 4 + 1)), size + int(rng.integers(0, size // 4 + 1))
+            big = 4 * min(h, w)  # draw large, then shrink: anti-aliased strokes of any width
+            font = _FONTS[int(rng.integers(len(_FONTS)))] | (cv2.FONT_ITALIC if rng.random() < 0.2 else 0)
+            (tw, th), _ = cv2.getTextSize(char, font, 1.0, 1)
+            scale = big * rng.uniform(0.6, 0.8) / max(tw, th)
+            thick = max(1, int(big * rng.uniform(0.05, 0.1)))
+            (tw, th), _ = cv2.getTextSize(char, font, scale, thick)
+            canvas = np.zeros((big, big), np.uint8)
+            x = int((big - tw) / 2 + rng.uniform(-0.08, 0.08) * big)
+            y = int((big + th) / 2 + rng.uniform(-0.08, 0.08) * big)
+            cv2.putText(canvas, char, (x, y), font, scale, 255, thick, cv2.LINE_AA)
+            turn = cv2.getRotationMatrix2D((big / 2, big / 2), rng.uniform(-10, 10), 1.0)
+            canvas = cv2.warpAffine(canvas, turn, (big, big))
+            mask = cv2.resize(canvas, (w, h), interpolation=cv2.INTER_AREA)[..., None] / 255.0
+            fg, bg = rng.uniform(150, 255, 3), rng.uniform(0, 100, 3)  # random hues, bright strokes
+            img = mask * fg + (1 - mask) * bg + rng.normal(0, 10, (h, w, 3))
+            out.append((img.clip(0, 255).astype(np.uint8), c))
+    return out
+
+
 def _split_sizes(per_class: int) -> tuple[int, int]:
     train = max(1, round(per_class * 0.4))
     valid = max(1, round(per_class * 0.3))
@@ -84,10 +117,11 @@ def build_fixture(
     per_class: int = 20,
     size: int = 64,
     seed: int = 0,
+    offset: int = 0,
     archive: bool = False,
     noise: float = 8.0,
 ) -> dict[str, int]:
-    """Write the dataset; return the number of images per split.
+    """Write the dataset; return the number of images per split (`offset`: first glyph class).
 
     ``noise`` (synthetic only): the per-pixel noise's standard deviation, which sets how much a
     JPEG weighs: 8 gives ~2.7 bits per pixel, 2 gives ~1.1 like flowers102's photos (42 KB at
@@ -98,7 +132,11 @@ def build_fixture(
         raise DataError(f"--classes must be at least 2, got {classes}")
     n_train, n_valid = _split_sizes(per_class)
     rng = np.random.default_rng(seed)
-    if source == "digits":
+    if offset and source != "glyphs":
+        raise DataError(f"--offset is an option of --source glyphs, not of {source}")
+    if source == "glyphs":
+        images = _glyphs(classes, per_class, size, rng, offset)
+    elif source == "digits":
         images = _digits(classes, per_class, size, rng)
     else:
         images = _synthetic(classes, per_class, size, rng, noise=noise)
