@@ -14,10 +14,10 @@ from components.image import BASE_IMAGE
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def train_from_scratch(config: str, dataset: Input[Dataset], profile: str, image_size: int, profile_epochs: int, batch_size: int,
                        num_workers: int, experiment: str, pipeline_run: str, model: Output[Model], metrics: Output[Metrics],
-                       gpus: int = 1, seed: int = 0):
+                       gpus: int = 1, training_seed: int = 0):
     from clasflow.steps import Profile, task_metrics, train_step
 
-    prof = Profile(profile, image_size, profile_epochs, batch_size, num_workers, experiment, pipeline_run, seed)
+    prof = Profile(profile, image_size, profile_epochs, batch_size, num_workers, experiment, pipeline_run, training_seed)
     for key, value in task_metrics(train_step(config, dataset.path, model.path, prof, gpus=gpus)).items():
         metrics.log_metric(key, value)
 
@@ -25,10 +25,10 @@ def train_from_scratch(config: str, dataset: Input[Dataset], profile: str, image
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def finetune(config: str, dataset: Input[Dataset], pretrained: Input[Model], profile: str, image_size: int, profile_epochs: int,
              batch_size: int, num_workers: int, experiment: str, pipeline_run: str, model: Output[Model],
-             metrics: Output[Metrics], gpus: int = 1, seed: int = 0):
+             metrics: Output[Metrics], gpus: int = 1, training_seed: int = 0):
     from clasflow.steps import Profile, task_metrics, train_step
 
-    prof = Profile(profile, image_size, profile_epochs, batch_size, num_workers, experiment, pipeline_run, seed)
+    prof = Profile(profile, image_size, profile_epochs, batch_size, num_workers, experiment, pipeline_run, training_seed)
     for key, value in task_metrics(train_step(config, dataset.path, model.path, prof, [pretrained.path], gpus=gpus)).items():
         metrics.log_metric(key, value)
 
@@ -36,9 +36,9 @@ def finetune(config: str, dataset: Input[Dataset], pretrained: Input[Model], pro
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def distill(config: str, dataset: Input[Dataset], teacher: Input[Model], student: Input[Model], profile: str,
             image_size: int, profile_epochs: int, batch_size: int, num_workers: int, experiment: str, pipeline_run: str,
-            model: Output[Model], metrics: Output[Metrics], gpus: int = 1, seed: int = 0):
+            model: Output[Model], metrics: Output[Metrics], gpus: int = 1, training_seed: int = 0):
     from clasflow.steps import Profile, task_metrics, train_step
 
-    prof = Profile(profile, image_size, profile_epochs, batch_size, num_workers, experiment, pipeline_run, seed)
+    prof = Profile(profile, image_size, profile_epochs, batch_size, num_workers, experiment, pipeline_run, training_seed)
     for key, value in task_metrics(train_step(config, dataset.path, model.path, prof, [teacher.path, student.path], gpus=gpus)).items():
         metrics.log_metric(key, value)

@@ -182,7 +182,7 @@ def build_pipeline(cluster: bool, settings: ClusterSettings = DEFAULT_CLUSTER):
                 task = c.download_weights(architecture=arch, zoo_url=zoo_url, cache_root=cache_root)
                 weights[arch] = _apply(task.set_display_name(f"weights {arch}"), k8s, gpu=False).outputs["weights"]
             sizes = dict(profile=profile, image_size=image_size, profile_epochs=epochs, batch_size=batch_size,
-                         num_workers=num_workers, experiment=experiment, pipeline_run=run_id, seed=seed)
+                         num_workers=num_workers, experiment=experiment, pipeline_run=run_id, training_seed=seed)
             flags = {"run_finetune": run_finetune, "run_ssld": run_ssld, "run_mobilenetv3": run_mobilenetv3}
             with dsl.If(run_scratch == True, name="scratch"):  # noqa: E712 (a KFP condition, not a Python test)
                 task = c.train_from_scratch(config="ResNet50_vd", dataset=dataset, gpus=gpus, **sizes)
