@@ -2,8 +2,8 @@
 without and with Kubeflow's MLflow plugin, artifacts under the pipeline run that made them, and
 journals that survive a tracking server down for a whole step.
 
-The steps run in this process at tiny sizes (a 4-class digits fixture, 32 px, 2 epochs) with the demo
-MobileNetV3 weights; the Kubeflow side of the plugin (parent run, one nested run per task,
+The steps run in this process at tiny sizes (a 4-class digits fixture, 32 px, 2 epochs) from randomly
+initialised MobileNetV3 weights; the Kubeflow side of the plugin (parent run, one nested run per task,
 parameters and metrics logged by the launcher) is played by MlflowClient calls doing what
 KEP-12862 says the API server, driver and launcher do.
 """
@@ -28,8 +28,14 @@ def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("steps")
     dataset = root / "dataset"
     steps.prepare_dataset(dataset, "fixture:digits?classes=4&per_class=10&size=36")  # as the local end-to-end run
-    weights = root / "weights"
-    steps.fetch_pretrained("MobileNetV3_large_x1_0", weights, "demo")
+    weights = root / "weights"  # initial weights of the right shape (the demo zoo would pretrain them: minutes)
+    weights.mkdir()
+    import paddle
+
+    from clasflow.models import build_model
+
+    paddle.seed(0)
+    paddle.save(build_model("MobileNetV3_large_x1_0", class_num=1000).state_dict(), str(weights / "MobileNetV3_large_x1_0_pretrained.pdparams"))
     return dataset, weights
 
 
