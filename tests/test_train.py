@@ -297,8 +297,12 @@ def test_bench_loader_cli_reports_both_loaders(digits_data, capsys):
     args = ["bench-loader", "-c", str(CONFIGS / "ResNet50_vd.yaml"), "--batches", "3", "--json", *sum((["-o", o] for o in over), [])]
     assert main(args) == 0
     figures = json.loads(capsys.readouterr().out)
-    for loader in ("dali", "opencv"):
-        assert figures[loader]["images_per_sec"] > 0 and figures[loader]["cpu_ms_per_image"] >= 0  # CPU clock ticks are 10 ms
+    dali, opencv = figures["dali"], figures["opencv"]
+    assert dali["images"] == opencv["images"] == 3 * 8 and dali["batches"] == opencv["batches"] == 3  # the same work
+    for f in (dali, opencv):  # the figures agree with each other: rate = images / time, time per batch = time / batches
+        assert f["images_per_sec"] == pytest.approx(f["images"] / f["wall_s"]) and f["images_per_sec"] > 0
+        assert f["batch_s"] == pytest.approx(f["wall_s"] / f["batches"])
+        assert f["first_batch_s"] > 0 and f["cpu_ms_per_image"] >= 0  # CPU clock ticks are 10 ms: 0 is possible
 
 
 def test_require_gpu_refuses_every_stage_before_any_work(digits_data, tmp_path, monkeypatch, capsys):
