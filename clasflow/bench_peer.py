@@ -84,7 +84,7 @@ def clasflow_overrides(*, data: Path, file_list: Path, out: Path, arch: str, cla
             f"TRAIN.num_workers={workers}", f"VALID.file_list={data / 'val_list.txt'}", f"VALID.data_dir={data}"]
 
 
-_PPCLS_LINE = re.compile(r"\[Train\]\[Epoch \d+/\d+\]\[Iter: (\d+)/\d+\].*batch_cost: ([\d.]+) s, reader_cost: ([\d.]+) s")
+_PPCLS_LINE = re.compile(r"\[Train\]\[Epoch \d+/\d+\]\[Iter: (\d+)/\d+\].*batch_cost: ([\d.]+) ?s, reader_cost: ([\d.]+)")
 _CLASFLOW_LINE = re.compile(r"train step:(\d+) .*reader_cost:([\d.]+) elapse:([\d.]+)")
 
 
@@ -92,7 +92,7 @@ def parse_paddleclas_log(text: str, batch: int) -> dict:
     """Its last step line: averages over the steps after its 5-step reset."""
     rows = [(int(i), float(b), float(r)) for i, b, r in _PPCLS_LINE.findall(text)]
     if not rows or rows[-1][0] < WARMUP:
-        raise ValueError(f"PaddleClas logged no step after its {WARMUP} warm-up steps")
+        raise ValueError(f"PaddleClas logged no step after its {WARMUP} warm-up steps; its log ends:\n{text[-2000:]}")
     last, batch_cost, reader_cost = rows[-1]
     return {"steps": last + 1 - WARMUP, "step_s": batch_cost, "images_per_sec": batch / batch_cost,
             "data_share": reader_cost / batch_cost}

@@ -1,4 +1,6 @@
-"""The side-by-side bench's pieces that need no training: its configs and its arithmetic."""
+"""The side-by-side bench's pieces that need no training: its configs and its arithmetic.
+
+PaddleClas 2.2.1's step line as its Trainer.train formats it: its time meters joined by "s, "."""
 
 from pathlib import Path
 
@@ -45,7 +47,7 @@ def test_both_configs_describe_the_same_work(tmp_path):
 
 def test_paddleclas_figures_come_from_its_last_averaged_line():
     log = "\n".join(f"[2026/12/01 22:00:00] root INFO: [Train][Epoch 1/1][Iter: {i}/15]lr: 0.00375, CELoss: 1.38, "
-                    f"loss: 1.38, batch_cost: {0.5 + i / 100:.5f} s, reader_cost: {0.1:.5f} s, ips: 16.0 images/sec, eta: 0:00:05"
+                    f"loss: 1.38, batch_cost: {0.5 + i / 100:.5f}s, reader_cost: {0.1:.5f}, ips: 16.0 images/sec, eta: 0:00:05"
                     for i in range(15))
     got = parse_paddleclas_log(log, batch=8)
     assert got["steps"] == 15 - WARMUP
