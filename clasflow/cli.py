@@ -172,6 +172,14 @@ def _eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     _require_gpu(args)
+    if args.model_dir:
+        return _eval_export(args)
+    if not args.config:
+        raise ClasflowError("give -c CONFIG (dygraph weights) or --model_dir DIR --image_list LIST (an export)")
+    for given, option in ((args.image_list, "--image_list"), (args.data_dir, "--data_dir"), (args.backend, "--backend"),
+                          (args.precision, "--precision")):
+        if given:
+            raise ClasflowError(f"{option} scores an exported model: it needs --model_dir")
     from clasflow.config import load_config
 
     cfg = load_config(args.config, args.override)
@@ -183,11 +191,34 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_export(args: argparse.Namespace) -> int:
+    from clasflow.benchmark import BACKENDS, PRECISIONS, parse_choices
+    from clasflow.parity import print_table, score_export
+
+    if args.config or args.override:
+        raise ClasflowError("--model_dir scores an export; -c/-o are for dygraph weights: give one or the other")
+    if not args.image_list:
+        raise ClasflowError("--model_dir needs --image_list LIST (a labeled PaddleClas list: 'path label' lines)")
+    report = score_export(args.model_dir, args.image_list, args.data_dir,
+                          backends=parse_choices(args.backend or "paddle,onnxruntime", BACKENDS, "backend"),
+                          precisions=parse_choices(args.precision or "fp32", PRECISIONS, "precision"),
+                          topk=args.topk, batch_size=args.batch_size)
+    if args.json:
+        print(json.dumps(report["results"], indent=2))
+    else:
+        print_table(report)
+    if not any(r["status"] == "ok" for r in report["results"]):
+        raise ClasflowError("no backend could score the model:\n  " + "\n  ".join(
+            f"{r['backend']}/{r['device']}/{r['precision']}: {r['reason']}" for r in report["results"]))
+    return 0
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     for name, func, text in (("train", _train, "train or distill (the seed's tools/train.py)"),
-                             ("eval", _eval, "evaluate weights on VALID (the seed's tools/eval.py)")):
+                             ("eval", _eval, "evaluate weights on VALID (the seed's tools/eval.py), or an export "
+                                             "(--model_dir) on a labeled list through each backend and precision")):
         p = sub.add_parser(name, help=text)
-        p.add_argument("-c", "--config", required=True, help="a PaddleClas YAML config")
+        p.add_argument("-c", "--config", required=name == "train", default=None, help="a PaddleClas YAML config")
         p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config key, e.g. -o epochs=2 -o TRAIN.batch_size=8 (repeatable)")
         p.add_argument("--run-name", default=None, help="MLflow run name (default: the config's name)")
@@ -196,6 +227,16 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--require-gpu", action="store_true", help=_REQUIRE_GPU_HELP)
         if name == "eval":
             p.add_argument("--json", action="store_true")
+            x = p.add_argument_group("an exported model (instead of -c)")
+            x.add_argument("--model_dir", "--model-dir", dest="model_dir", default=None, help="a folder written by `clasflow export`")
+            x.add_argument("--image_list", "--image-list", dest="image_list", default=None, help="a labeled PaddleClas list")
+            x.add_argument("--data_dir", "--data-dir", dest="data_dir", default=None,
+                           help="folder the list's paths are relative to (default: the list's folder)")
+            x.add_argument("--backend", default=None, help="comma list of paddle, paddle-trt, onnxruntime, onnxruntime-trt, "
+                                                            "tensorrt (default paddle,onnxruntime)")
+            x.add_argument("--precision", default=None, help="comma list of fp32, fp16, int8 (default fp32)")
+            x.add_argument("--topk", type=int, default=5, help="k of the top-k accuracy (default 5)")
+            x.add_argument("-b", "--batch_size", "--batch-size", dest="batch_size", type=int, default=16)
         else:
             p.add_argument("--checkpoint-store", default="", metavar="URI",
                            help="also keep every checkpoint under this s3:// (or local) prefix (what the pipeline's train step uses)")
@@ -385,16 +426,20 @@ def _compare(args: argparse.Namespace) -> int:
     from clasflow.lessons import check_lessons
     from clasflow.report import compare
 
-    rows = compare(args.out, experiment=args.experiment, pipeline_run=args.pipeline_run, profile=args.profile,
-                   tolerance=args.tolerance)
-    for r in rows:
+    rep = compare(args.out, experiment=args.experiment, pipeline_run=args.pipeline_run, profile=args.profile,
+                  tolerance=args.tolerance, attach_to_parent=args.attach)
+    for r in rep.rows:
         print(f"{r.config:45s} best {r.best_top1:.4f}  published {r.published if r.published is not None else '-'}  {r.verdict}")
-    lessons = check_lessons({r.config: r.best_top1 for r in rows})
+    lessons = check_lessons({r.config: r.best_top1 for r in rep.rows})
     for x in lessons:
         print(f"lesson: {x.claim}: {x.verdict}")
+    for w in rep.warnings:
+        print(f"warning: {w}", file=sys.stderr)
     print(f"report: {args.out}/report.html, {args.out}/report.md, {args.out}/top1_curves.png")
+    if (rep.parity or {}).get("gate", {}).get("passed") is False:
+        return 1
     if args.profile == "full":
-        return 1 if any(r.verdict == "fail" for r in rows) else 0
+        return 1 if any(r.verdict == "fail" for r in rep.rows) else 0
     return 1 if any(x.verdict == "FAIL" for x in lessons) else 0
 
 
@@ -421,12 +466,13 @@ def _bench_loader(args: argparse.Namespace) -> int:
 
 
 def _add_misc(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("compare", help="Top1 curves of an MLflow experiment against the published figures")
+    p = sub.add_parser("compare", help="the run's report: Top1 against the published figures, export parity, warnings")
     p.add_argument("--experiment", default=None, help="default: $MLFLOW_EXPERIMENT_NAME or flowers102-quickstart")
     p.add_argument("--out", default="report")
     p.add_argument("--pipeline-run", default=None, help="only the runs of this pipeline run (tag clasflow.pipeline_run)")
     p.add_argument("--profile", default="full", help="full: judge pass/fail against the published Top1; anything else (demo): judge the lessons only")
     p.add_argument("--tolerance", type=float, default=0.01, help="allowed Top1 shortfall (0.01 = 1 point)")
+    p.add_argument("--attach", action="store_true", help="also log the report to the pipeline run's parent MLflow run")
     p.set_defaults(func=_compare)
     t = sub.add_parser("tracking", help="MLflow helpers")
     ts = t.add_subparsers(dest="tracking", required=True)

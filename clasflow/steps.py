@@ -462,7 +462,8 @@ def benchmark_step(model_dir: str, out_json: str, dataset_dir: str = "", backend
         with Tracker("benchmark", journal_dir=journal_dir,
                      tags={"clasflow.stage": "benchmark", **device_tags(device), **reasons}) as tracker:
             tracker.log_metrics({**mlflow_metrics(report), **counts}, step=0)
-            tracker.log_artifact(out_json)
+            shutil.copyfile(out_json, Path(scratch) / "benchmark.json")  # the name the report reads
+            tracker.log_artifact(Path(scratch) / "benchmark.json")
         publish(out_json, "benchmark.json", profile)
         metrics = {k.removeprefix("benchmark/"): v for k, v in counts.items()}
         keep_journal(Path(journal_dir) / JOURNAL, publish(journal_dir, "mlflow/benchmark", profile), metrics)
@@ -474,13 +475,64 @@ def benchmark_step(model_dir: str, out_json: str, dataset_dir: str = "", backend
     return metrics
 
 
+def _track(stage: str, metrics: dict[str, float], json_file: str, name: str, tags: dict[str, str]) -> None:
+    """One MLflow run of a step: its metrics and its JSON result as ``name`` (the report reads it)."""
+    from clasflow.tracking import Tracker
+
+    with tempfile.TemporaryDirectory() as tmp, Tracker(stage, journal_dir=tmp, tags={"clasflow.stage": stage, **tags}) as tracker:
+        tracker.log_metrics(metrics, step=0)
+        shutil.copyfile(json_file, Path(tmp) / name)
+        tracker.log_artifact(Path(tmp) / name)
+
+
+def parity_step(name: str, dataset_dir: str, model_dir: str, inference_dir: str, out_json: str, profile: Profile,
+                tolerances: dict[str, float] | None = None, backends: str = "paddle,paddle-trt,onnxruntime,onnxruntime-trt,tensorrt",
+                precisions: str = "fp32,fp16,int8") -> dict[str, Any]:
+    """The parity gate: the export scored on the validation list through every backend and precision,
+    against the dygraph eval of the same checkpoint (OpenCV loader: the decoding the export's
+    preprocessing uses). Recorded (JSON, MLflow) before `check_parity` decides."""
+    from clasflow.benchmark import BACKENDS, PRECISIONS, parse_choices
+    from clasflow.engine.runtime import check_gpu_requirement, device_tags, gpu_available
+    from clasflow.engine.trainer import evaluate
+    from clasflow.parity import gate, metrics, score_export
+
+    check_gpu_requirement("parity")
+    profile.env()
+    with tempfile.TemporaryDirectory() as scratch:
+        cfg = _checkpoint_config(name, dataset_dir, model_dir, scratch, profile)
+        cfg = cfg.model_copy(update={"VALID": cfg.VALID.model_copy(update={"loader": "opencv"})})
+        dygraph = evaluate(cfg, track=False)
+    report = score_export(inference_dir, Path(dataset_dir) / Path(cfg.VALID.file_list).name, dataset_dir,
+                          backends=parse_choices(backends, BACKENDS, "backend"),
+                          precisions=parse_choices(precisions, PRECISIONS, "precision"), topk=cfg.topk)
+    report["dygraph"] = {"top1": dygraph["top1"], "loader": "opencv", "checkpoint": str(Path(model_dir) / "best_model" / "ppcls")}
+    gate(report, dygraph["top1"], tolerances)
+    write_text_atomic(out_json, json.dumps(report, indent=2) + "\n")
+    _track("parity", {f"parity.{k}": v for k, v in metrics(report).items()}, out_json, "parity.json",
+           device_tags("gpu" if gpu_available() else "cpu"))
+    publish(out_json, "parity.json", profile)
+    return report
+
+
+def check_parity(report: dict[str, Any]) -> None:
+    """Fail the step when the gate failed (skipped backends only warn)."""
+    g = report["gate"]
+    for reason in g["skipped"]:
+        log.warning("parity: skipped %s", reason)
+    if not g["passed"]:
+        raise ClasflowError("export parity failed against the dygraph top-1 "
+                            f"{g['dygraph_top1']:.4f}:\n  " + "\n  ".join(g["failures"]))
+    if not g["ran"]:
+        raise ClasflowError("export parity: no backend could score the export here:\n  " + "\n  ".join(g["skipped"]))
+
+
 def report_step(html_path: str, markdown_path: str, profile: Profile, tolerance: float = 0.01, out_dir: str = "") -> None:
-    """The Top1 report of this pipeline run as one HTML page and Markdown (and, with `out_dir`,
-    the PNG and JSON beside them), with a warnings section: loader fallbacks, the benchmark's
-    counts, and MLflow journals still undelivered in the object store. Without Kubeflow's MLflow
-    plugin it also ends the pipeline run's parent run."""
-    from clasflow import tracking
-    from clasflow.report import compare, run_warnings
+    """The report of this pipeline run: the folder `out_dir` (report.md with top1_curves.png beside
+    it, report.html, report.json), attached to the run's parent MLflow run and published; the KFP
+    HTML and Markdown outputs are single files, so both embed the PNG. Warnings include MLflow
+    journals still undelivered in the object store. Without Kubeflow's MLflow plugin it also ends
+    the pipeline run's parent run."""
+    from clasflow import report, tracking
 
     experiment = profile.experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or tracking.DEFAULT_EXPERIMENT
     if os.environ.get("MLFLOW_RUN_ID"):  # Kubeflow's MLflow plugin: the runs are in the experiment of this task's run
@@ -488,13 +540,12 @@ def report_step(html_path: str, markdown_path: str, profile: Profile, tolerance:
 
         client = MlflowClient(tracking.tracking_uri())
         experiment = client.get_experiment(client.get_run(os.environ["MLFLOW_RUN_ID"]).info.experiment_id).name
-    warnings = run_warnings(experiment, profile.pipeline_run or None) + undelivered_journals(profile)
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(out_dir or scratch)
-        compare(out, experiment=experiment, pipeline_run=profile.pipeline_run or None,
-                profile=profile.name, tolerance=tolerance, warnings=warnings)
+        rep = report.compare(out, experiment=experiment, pipeline_run=profile.pipeline_run or None, profile=profile.name,
+                             tolerance=tolerance, attach_to_parent=True, warnings=undelivered_journals(profile))
         shutil.copyfile(out / "report.html", html_path)
-        shutil.copyfile(out / "report.md", markdown_path)
+        write_text_atomic(markdown_path, report.markdown(rep, report.data_uri(out / report.CURVES)))
         publish(out, "report", profile)
     if profile.pipeline_run and not os.environ.get("MLFLOW_RUN_ID"):
         tracking.end_pipeline_parent(experiment, profile.pipeline_run)

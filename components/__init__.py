@@ -9,8 +9,9 @@ from components.dataset import prepare_dataset
 from components.download import download_weights
 from components.evaluate import evaluate
 from components.export import export
+from components.parity import parity
 from components.report import report
 from components.train import distill, finetune, train_from_scratch
 
-__all__ = ["benchmark", "distill", "download_weights", "evaluate", "export", "finetune", "prepare_dataset",
+__all__ = ["benchmark", "distill", "download_weights", "evaluate", "export", "finetune", "parity", "prepare_dataset",
            "report", "train_from_scratch"]

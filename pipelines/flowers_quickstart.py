@@ -1,5 +1,5 @@
 """The flowers102 quick-start DAG: dataset -> weights -> five trainings -> distillation -> eval
--> export -> benchmark -> report.
+-> export -> benchmark and the parity gate -> report.
 
 One pipeline serves the full GPU run (the defaults) and the small demo (`make quickstart`):
 parameters choose the profile (image size, epochs, batch size), the data and zoo sources, and
@@ -154,6 +154,9 @@ def build_pipeline(cluster: bool, settings: ClusterSettings = DEFAULT_CLUSTER):
         benchmark_batch_sizes: str = "1,4",
         tolerance: float = 0.01,
         gpus: int = 1,
+        parity_fp32: float = 0.3,
+        parity_fp16: float = 0.5,
+        parity_int8: float = 1.0,
         gpu_resource: str = c_["gpu_resource"],
         gpu_node_selector: dict = c_["gpu_node_selector"],
         gpu_tolerations: list = c_["gpu_tolerations"],
@@ -208,6 +211,11 @@ def build_pipeline(cluster: bool, settings: ClusterSettings = DEFAULT_CLUSTER):
                                     backends=benchmark_backends, precisions=benchmark_precisions, batch_sizes=benchmark_batch_sizes,
                                     profile=profile, experiment=experiment, pipeline_run=run_id)
                 _apply(bench, k8s, gpu=True)
+                gated = c.parity(config=DISTILL_CONFIG, dataset=dataset, model=student.outputs["model"],
+                                 inference_model=exported.outputs["inference_model"], profile=profile, image_size=image_size,
+                                 backends=benchmark_backends, precisions=benchmark_precisions, parity_fp32=parity_fp32,
+                                 parity_fp16=parity_fp16, parity_int8=parity_int8, experiment=experiment, pipeline_run=run_id)
+                _apply(gated.set_display_name("export parity"), k8s, gpu=True)
 
     return flowers_quickstart
 

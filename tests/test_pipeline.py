@@ -187,40 +187,6 @@ def _record_experiment(uri, runs):
     client.log_metric(other.info.run_id, "valid_top1", 0.99, step=0)
 
 
-def test_report_on_a_recorded_experiment(tmp_path, monkeypatch):
-    from clasflow.report import compare
-
-    uri = f"sqlite:///{tmp_path / 'm.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    _record_experiment(uri, {"ResNet50_vd": [0.1, 0.2, 0.28], "ResNet50_vd_finetune": [0.8, 0.9, 0.91],
-                             "R50_vd_distill_MV3_large_x1_0": [0.9, 0.97]})
-    rows = compare(tmp_path / "out", experiment="recorded", pipeline_run="p1", profile="full", tolerance=0.01)
-    by = {r.config: r for r in rows}
-    assert set(by) == {"ResNet50_vd", "ResNet50_vd_finetune", "R50_vd_distill_MV3_large_x1_0"}
-    assert by["ResNet50_vd"].best_top1 == pytest.approx(0.28) and by["ResNet50_vd"].verdict == "pass"  # not p0's 0.99
-    assert by["ResNet50_vd_finetune"].delta == pytest.approx(0.91 - 0.9402) and by["ResNet50_vd_finetune"].verdict == "fail"
-    assert by["R50_vd_distill_MV3_large_x1_0"].verdict == "pass"
-    md = (tmp_path / "out" / "report.md").read_text()
-    assert "| ResNet50_vd_finetune | 0.9100 | 0.9402 | -0.0302 | fail |" in md
-    png = (tmp_path / "out" / "top1_curves.png").read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
-    html = (tmp_path / "out" / "report.html").read_text()
-    assert "data:image/png;base64," in html and "ResNet50_vd_finetune" in html
-    demo = compare(tmp_path / "demo", experiment="recorded", pipeline_run="p1", profile="demo")
-    assert {r.verdict for r in demo} == {"n/a (demo)"}
-    assert "not comparable" in (tmp_path / "demo" / "report.md").read_text()
-
-
-def test_cli_compare_exits_nonzero_on_a_failed_full_run(tmp_path, monkeypatch):
-    from clasflow.cli import main
-
-    uri = f"sqlite:///{tmp_path / 'm.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    _record_experiment(uri, {"ResNet50_vd_finetune": [0.5]})
-    assert main(["compare", "--experiment", "recorded", "--pipeline-run", "p1", "--out", str(tmp_path / "r")]) == 1
-    assert main(["compare", "--experiment", "recorded", "--pipeline-run", "p1", "--out", str(tmp_path / "r"), "--profile", "demo"]) == 0
-
-
 def test_report_checks_the_lessons_on_the_runs_figures(tmp_path, monkeypatch):
     from clasflow.cli import main
     from clasflow.report import compare
@@ -271,7 +237,7 @@ def test_the_demo_profile_end_to_end_with_the_lesson_rows(tmp_path, monkeypatch)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"  # ended by the report
     children = [r for r in runs if r.data.tags.get("clasflow.stage") != "pipeline"]
     assert {r.data.tags.get("mlflow.parentRunId") for r in children} == {parents[0].info.run_id}
-    assert sorted(r.data.tags["clasflow.stage"] for r in children) == sorted(["benchmark", "distill", "eval"] + ["train"] * 5)
+    assert sorted(r.data.tags["clasflow.stage"] for r in children) == sorted(["benchmark", "distill", "eval", "parity"] + ["train"] * 5)
     artifacts = tmp_path / "artifacts"
 
     # the demo zoo was built once on the way, and every weights step says its weights are demo weights
@@ -293,8 +259,13 @@ def test_the_demo_profile_end_to_end_with_the_lesson_rows(tmp_path, monkeypatch)
     assert int8["calibration"]["source"].endswith("train_list.txt") and int8["calibration"]["images"] >= 8
     assert (exported[0].parent / int8["files"]["model"]).is_file() and int8["quantized_ops"]["quantize_linear"] > 0
     bench = [p for p in artifacts.rglob("result") if p.is_file()]
-    report = json.loads(bench[0].read_text())
+    report = next(json.loads(p.read_text()) for p in bench if json.loads(p.read_text()).get("schema") == "clasflow.benchmark/1")
     assert any(r.get("status") == "ok" or "latency_ms" in json.dumps(r) for r in report["results"])
+    parity = [json.loads(p.read_text()) for p in bench if json.loads(p.read_text()).get("schema") == "clasflow.parity/1"]
+    assert len(parity) == 1 and parity[0]["gate"]["passed"]  # the export classifies like the dygraph model
+    assert {(r["backend"], r["status"]) for r in parity[0]["results"]} >= {("paddle", "ok"), ("onnxruntime", "ok")}
+    files = [p for p in artifacts.rglob("files") if p.is_dir()]
+    assert len(files) == 1 and (files[0] / "top1_curves.png").is_file() and "](top1_curves.png)" in (files[0] / "report.md").read_text()
 
     # the report checks the lessons on the run's own figures
     (markdown,) = [p for p in artifacts.rglob("markdown") if p.is_file()]
