@@ -52,7 +52,7 @@ def _dag_tasks(spec):
 
 
 GPU_EXECUTORS = ("exec-train-from-scratch", "exec-finetune", "exec-finetune-2", "exec-finetune-3", "exec-finetune-4",
-                 "exec-distill", "exec-evaluate", "exec-benchmark")
+                 "exec-distill", "exec-evaluate", "exec-benchmark", "exec-parity")
 
 
 def test_cluster_settings_are_run_parameters():
