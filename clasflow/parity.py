@@ -2,8 +2,8 @@
 (`clasflow eval --model_dir`), and the gate that compares it with the dygraph eval.
 
 The images are preprocessed once, as the export's ``inference.yml`` says (`clasflow.predict`),
-and fed to the benchmark's runners (`clasflow.benchmark.MAKERS`: the same predictor, session or
-engine that is timed). Each backend/precision gives an entry ``{backend, device, precision,
+and fed to the benchmark's runners (`clasflow.benchmark.open_backend`: the same predictor,
+session or engine that is timed). Each backend/precision gives an entry ``{backend, device, precision,
 status, top1, topk, correct, images}``; one that cannot run here is ``status: skipped`` with the
 reason, one that breaks is ``status: failed``. The gate (`gate`) fails an entry whose top-1
 differs from the dygraph top-1 by more than its precision's tolerance (in points), and every
@@ -77,8 +77,8 @@ def score_export(model_dir: str | os.PathLike, image_list: str | os.PathLike, da
                  topk: int = 5, batch_size: int = 16, threads: int | None = None, engine_cache: str | None = None,
                  gpu_id: int = 0, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Top-1/top-k of an export per backend and precision on a labeled list (see the module docstring)."""
-    from clasflow.benchmark import MAKERS, BenchSettings, Skip, _Ctx, default_engine_cache, environment
-    from clasflow.predict import default_threads, load_meta
+    from clasflow.benchmark import Skip, environment, make_context, open_backend
+    from clasflow.predict import load_meta
 
     say = progress or (lambda text: log.info("%s", text))
     if batch_size < 1:
@@ -87,11 +87,9 @@ def score_export(model_dir: str | os.PathLike, image_list: str | os.PathLike, da
     images, labels = load_labeled(image_list, data_dir, meta)
     k = max(1, min(int(topk), int(meta["class_num"])))
     bs = min(batch_size, len(images))
-    threads = int(threads or default_threads())
     calib = images[np.linspace(0, len(images) - 1, min(CALIB_IMAGES, len(images))).astype(int)]
-    settings = BenchSettings(model_dir=str(model_dir), threads=threads, gpu_id=gpu_id)
-    ctx = _Ctx(settings, Path(model_dir), meta, tuple(int(v) for v in meta["input"]["shape"][2:]), (1, bs, bs), threads,
-               Path(engine_cache) if engine_cache else default_engine_cache(), calib)
+    ctx = make_context(model_dir, max_batch=bs, threads=threads, engine_cache=engine_cache, calib=calib, gpu_id=gpu_id,
+                       meta=meta)
     results: list[dict[str, Any]] = []
     for backend in backends:
         device = device_for(backend)
@@ -101,7 +99,7 @@ def score_export(model_dir: str | os.PathLike, image_list: str | os.PathLike, da
             label = f"{backend}/{device}/{precision}"
             runner = None
             try:
-                runner, options = MAKERS[backend](ctx, device, precision)
+                runner, options = open_backend(ctx, backend, device, precision)
                 say(f"{label}: scoring {len(images)} images")
                 entry.update(status="ok", **_score(runner, images, labels, k, bs), options=options)
             except Skip as exc:
@@ -121,7 +119,7 @@ def score_export(model_dir: str | os.PathLike, image_list: str | os.PathLike, da
             "model": {"dir": str(Path(model_dir).resolve()), "architecture": meta.get("architecture"),
                       "class_num": meta.get("class_num")},
             "list": {"path": str(image_list), "images": int(len(images)), "k": k},
-            **environment(threads), "results": results}
+            **environment(ctx.threads), "results": results}
 
 
 def gate(report: dict[str, Any], dygraph_top1: float, tolerances: dict[str, float] | None = None) -> dict[str, Any]:
