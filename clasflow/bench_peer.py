@@ -159,8 +159,11 @@ def _peer_loader(config_path: str, batches: int) -> None:
     import paddle
     from ppcls.data import build_dataloader
     from ppcls.utils.config import get_config
+    from ppcls.utils.logger import init_logger
 
     from clasflow.data.bench import process_tree_cpu_seconds
+
+    init_logger()  # its Trainer does this; build_dataloader logs through it
 
     config = get_config(config_path, show=False)
     loader = build_dataloader(config["DataLoader"], "Train", paddle.set_device("cpu"))
