@@ -138,10 +138,14 @@ def _step_result(client, run, name: str) -> dict[str, Any] | None:
 
 
 def step_warnings(runs: list) -> list[str]:
-    """What the steps' MLflow runs say went another way: pending points, loader fallbacks."""
+    """What the steps' MLflow runs say went another way: pending points, loader fallbacks, and each
+    benchmark's ok/skipped/failed counts (the reasons come with its result, see result_warnings)."""
     out = []
     for run in runs:
         name = _name(run)
+        if run.data.tags.get("clasflow.stage") == "benchmark":
+            counts = ", ".join(f"{run.data.metrics.get(f'benchmark/{s}', 0):.0f} {s}" for s in ("ok", "skipped", "failed"))
+            out.append(f"{name} on {run.data.tags.get('clasflow.device', '?')}: {counts}")
         pending = run.data.metrics.get("mlflow_pending")
         if pending:
             out.append(f"{name}: {int(pending)} MLflow records were still pending when the step ended "

@@ -247,7 +247,7 @@ def test_benchmark_step_fails_when_it_measured_nothing_useful(model_dir, tmp_pat
 
     from clasflow import steps
     from clasflow.errors import ClasflowError
-    from clasflow.report import run_warnings
+    from clasflow.report import gather
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
@@ -264,9 +264,9 @@ def test_benchmark_step_fails_when_it_measured_nothing_useful(model_dir, tmp_pat
     assert {k: run.data.metrics[k] for k in ("benchmark/ok", "benchmark/skipped", "benchmark/failed")} == {
         "benchmark/ok": 0, "benchmark/skipped": 1, "benchmark/failed": 0}
     assert run.data.tags["clasflow.benchmark.skipped.paddle-trt.fp32.bs1"] not in ("", "None")  # the reason
-    warnings = run_warnings("bench-gate", "gate-1")
-    assert "benchmark on cpu: 0 ok, 1 skipped, 0 failed" in warnings
-    assert any(w.startswith("benchmark: skipped.paddle-trt.fp32.bs1: ") for w in warnings)
+    warnings = gather("bench-gate", "gate-1", "demo", 0.01).warnings  # what the report lists
+    assert "benchmark on cpu: 0 ok, 1 skipped, 0 failed" in warnings, warnings
+    assert any(w.startswith("benchmark: paddle-trt/cpu/fp32 skipped: ") for w in warnings), warnings
 
     metrics = steps.benchmark_step(str(model_dir), str(tmp_path / "ok.json"), "", "paddle,paddle-trt", "fp32", "1", repeats=2,
                                    profile=profile, journal_dir=str(tmp_path / "journal2"))
