@@ -438,7 +438,7 @@ def _compare(args: argparse.Namespace) -> int:
     print(f"report: {args.out}/report.html, {args.out}/report.md, {args.out}/top1_curves.png")
     if (rep.parity or {}).get("gate", {}).get("passed") is False:
         return 1
-    if args.profile == "full":
+    if rep.profile == "full":
         return 1 if any(r.verdict == "fail" for r in rep.rows) else 0
     return 1 if any(x.verdict == "FAIL" for x in lessons) else 0
 
@@ -470,7 +470,9 @@ def _add_misc(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--experiment", default=None, help="default: $MLFLOW_EXPERIMENT_NAME or flowers102-quickstart")
     p.add_argument("--out", default="report")
     p.add_argument("--pipeline-run", default=None, help="only the runs of this pipeline run (tag clasflow.pipeline_run)")
-    p.add_argument("--profile", default="full", help="full: judge pass/fail against the published Top1; anything else (demo): judge the lessons only")
+    p.add_argument("--profile", default=None,
+                   help="default: the runs' own (their clasflow.profile tag). full: judge pass/fail against the "
+                        "published Top1; anything else (demo): judge the lessons only")
     p.add_argument("--tolerance", type=float, default=0.01, help="allowed Top1 shortfall (0.01 = 1 point)")
     p.add_argument("--attach", action="store_true", help="also log the report to the pipeline run's parent MLflow run")
     p.set_defaults(func=_compare)

@@ -178,9 +178,20 @@ def judge(rows: list[Row], profile: str, tolerance: float = 0.01) -> list[Row]:
     return rows
 
 
-def gather(experiment: str, pipeline_run: str | None, profile: str, tolerance: float, client=None) -> Report:
+def runs_profile(runs: list) -> str:
+    """The profile the runs were made with (their ``clasflow.profile`` tag); ``full`` when untagged."""
+    found = {r.data.tags.get(PROFILE_TAG) for r in runs} - {None, ""}
+    if len(found) > 1:
+        raise ClasflowError(f"the runs mix the profiles {', '.join(sorted(found))}: pick one pipeline run "
+                            "(--pipeline_run) or say which to judge by (--profile)")
+    return found.pop() if found else "full"
+
+
+def gather(experiment: str, pipeline_run: str | None, profile: str | None, tolerance: float, client=None) -> Report:
+    """``profile`` None: the runs' own (see runs_profile)."""
     client = _client(client)
     runs = _runs(client, experiment, pipeline_run)
+    profile = profile or runs_profile(runs)
     rows = judge(collect(experiment, pipeline_run, client), profile, tolerance)
     report = Report(rows, profile, tolerance)
     for stage, name in STEP_RESULTS.items():
@@ -378,7 +389,7 @@ def attach(out_dir: str | os.PathLike, run_id: str, client=None) -> bool:
 
 
 def compare(out_dir: str | os.PathLike, *, experiment: str | None = None, pipeline_run: str | None = None,
-            profile: str = "full", tolerance: float = 0.01, attach_to_parent: bool = False,
+            profile: str | None = None, tolerance: float = 0.01, attach_to_parent: bool = False,
             warnings: list[str] = ()) -> Report:
     """Gather the run's results from MLflow and write the report into `out_dir` (see the module docstring);
     with `attach_to_parent`, also log it to the pipeline run's parent MLflow run; `warnings` are added to its own."""

@@ -163,3 +163,22 @@ def test_cli_compare_exits_nonzero_on_a_failed_full_run(recorded, tmp_path):
     args = ["compare", "--experiment", "recorded", "--pipeline-run", "p1", "--out", str(tmp_path / "r")]
     assert main(args) == 1  # ResNet50_vd_finetune fails against its published figure
     assert main(args + ["--profile", "demo"]) == 0
+
+
+def test_cli_compare_takes_the_profile_from_the_runs_tags(recorded, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from clasflow.cli import main
+
+    uri, _ = recorded
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("recorded").experiment_id
+    for run in client.search_runs([exp], "tags.`clasflow.pipeline_run` = 'p1'"):
+        client.set_tag(run.info.run_id, "clasflow.profile", "demo")
+    args = ["compare", "--experiment", "recorded", "--pipeline-run", "p1", "--out", str(tmp_path / "r")]
+    assert main(args) == 0  # demo runs: not judged against the published figures, with no --profile given
+    assert "(demo profile)" in (tmp_path / "r" / "report.md").read_text()
+    assert main(args + ["--profile", "full"]) == 1  # asked for explicitly, it still judges them as full
+    other = client.search_runs([exp], "tags.`clasflow.pipeline_run` = 'p0'")[0]
+    client.set_tag(other.info.run_id, "clasflow.profile", "full")
+    assert main(["compare", "--experiment", "recorded", "--out", str(tmp_path / "all")]) == 2  # mixed: a clear error
