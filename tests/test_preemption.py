@@ -191,7 +191,9 @@ def test_train_step_runs_one_process_per_gpu(step_env, step_dataset, tmp_path, m
     assert (tmp_path / "dp" / "final" / "ppcls.pdparams").is_file() and (tmp_path / "dp" / "best_model" / "ppcls.pdparams").is_file()
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
-    assert [r.info.run_name for r in runs] == [CONFIG]  # one MLflow run, from rank 0
+    trains = [r for r in runs if r.data.tags.get("clasflow.stage") != "pipeline"]  # beside the pipeline run's parent
+    assert [r.info.run_name for r in trains] == [CONFIG]  # one training run, from rank 0
+    assert {r.data.tags.get("mlflow.parentRunId") for r in trains} == {r.info.run_id for r in runs if r not in trains}
     assert _stored(s3, "dp") == []
 
 
