@@ -16,6 +16,18 @@ from tests.fault_table import fault_record  # noqa: F401  (the fixture of the fa
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
+# Set by the pipeline steps (Profile.env) and by Kubeflow: a step test run in-process must not leave
+# them to the tests after it (an experiment name or a pipeline run would redirect their MLflow runs).
+RUN_CONTEXT_ENV = ("MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID", "MLFLOW_PARENT_RUN_ID", "CLASFLOW_PIPELINE_RUN",
+                   "CLASFLOW_PROFILE", "CLASFLOW_REQUIRE_GPU")
+
+
+@pytest.fixture(autouse=True)
+def _no_run_context_across_tests(monkeypatch):
+    for name in RUN_CONTEXT_ENV:
+        monkeypatch.delenv(name, raising=False)  # and put back as it was after the test
+
+
 @dataclass
 class Faults:
     """What the server does wrong, per path. Counters say how many requests remain affected."""
