@@ -491,6 +491,21 @@ def _add_misc(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--rounds", type=int, default=1, help="alternate the loaders this many times; medians and ranges")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=_bench_loader)
+    d = sub.add_parser("doctor", help="check this machine's stack for real (GPU, DALI, onnxruntime, TensorRT, NCCL, services)")
+    d.add_argument("--require", choices=["gpu"], default=None, help="gpu: the GPU checks must pass (exit 1 without a GPU)")
+    d.add_argument("--json", action="store_true", help="print the result as JSON")
+    d.add_argument("--out", default=None, help="also write the JSON to this file")
+    d.add_argument("--check", action="append", default=None, help="run only this check (repeatable)")
+    d.set_defaults(func=_doctor)
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from clasflow.doctor import CHECKS, run
+
+    unknown = [c for c in args.check or [] if c not in CHECKS]
+    if unknown:
+        raise ClasflowError(f"--check: {', '.join(unknown)} is not one of {', '.join(CHECKS)}")
+    return run(require_gpu=args.require == "gpu", as_json=args.json, checks=args.check, out=args.out)
 
 
 # ------------------------------------------------------------------ main

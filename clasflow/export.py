@@ -522,23 +522,24 @@ def export_model(
     return result
 
 
-def _int8_image_sets(image_list, data_dir, count: int, pre: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, str, bool]:
-    """(calibration images, check images, source, check held out): ``2 * count`` images spread
-    over the list, alternately calibrating and checking."""
+def _int8_image_sets(image_list, data_dir, count: int, pre: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, str, bool, list[str]]:
+    """(calibration images, check images, source, check held out, the calibration files' sha256):
+    ``2 * count`` images spread over the list, alternately calibrating and checking."""
+    from clasflow.fsutil import file_digest
     from clasflow.predict import load_image_list
 
     if count < 1:
         raise ClasflowError(f"--int8_images must be at least 1, got {count}")
-    images, _ = load_image_list(image_list, data_dir, {"PreProcess": pre}, limit=2 * count, option="--int8_calib",
-                                data_option="--int8_data_dir")
+    images, paths = load_image_list(image_list, data_dir, {"PreProcess": pre}, limit=2 * count, option="--int8_calib",
+                                    data_option="--int8_data_dir")
     source = str(Path(image_list).resolve())
     if len(images) < 2:
-        return images, images, source, False
-    return images[0::2], images[1::2], source, True
+        return images, images, source, False, [file_digest(p) for p in paths]
+    return images[0::2], images[1::2], source, True, [file_digest(p) for p in paths[0::2]]
 
 
-def _export_int8(net, calib: np.ndarray, check: np.ndarray, source: str, held_out: bool, tmp: Path, h: int, w: int,
-                 tolerance: float) -> dict[str, Any]:
+def _export_int8(net, calib: np.ndarray, check: np.ndarray, source: str, held_out: bool, calib_files: list[str],
+                 tmp: Path, h: int, w: int, tolerance: float) -> dict[str, Any]:
     """Calibrate, write ``tmp/int8/`` and check it: Paddle Inference (CPU; the quantize ops run as
     simulated int8 there) against the quantized dygraph model, and its top-1 against fp32.
     oneDNN stays off for this check: its fused quantize kernels round differently (measured up to
@@ -577,7 +578,7 @@ def _export_int8(net, calib: np.ndarray, check: np.ndarray, source: str, held_ou
         "format": "Paddle quantized program (quantize_linear/dequantize_linear), pre-PIR .pdmodel",
         "runs_on": "paddle-trt --precision int8 (paddle.tensorrt.convert with PrecisionMode.INT8)",
         "quantized_ops": ops,
-        "calibration": quantize.describe(calib, source),
+        "calibration": quantize.describe(calib, source, calib_files),
         "self_check": {
             "images": int(len(check)),
             "held_out": held_out,

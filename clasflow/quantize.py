@@ -94,6 +94,11 @@ def top1_agreement(a: np.ndarray, b: np.ndarray) -> float:
     return float((np.asarray(a).argmax(axis=1) == np.asarray(b).argmax(axis=1)).mean())
 
 
-def describe(images: np.ndarray, source: str) -> dict[str, Any]:
-    return {"source": source, "images": int(len(images)), "sha256": images_sha256(images), "observer": OBSERVER,
-            "batch_size": CALIB_BATCH}
+def describe(images: np.ndarray, source: str, files_sha256: list[str] | None = None) -> dict[str, Any]:
+    """The calibration set as inference.yml records it; ``files_sha256`` (each image file's hash)
+    lets the benchmark keep these images out of its held-out agreement set."""
+    out = {"source": source, "images": int(len(images)), "sha256": images_sha256(images), "observer": OBSERVER,
+           "batch_size": CALIB_BATCH}
+    if files_sha256 is not None:
+        out["files_sha256"] = list(files_sha256)
+    return out

@@ -570,3 +570,24 @@ def undelivered_journals(profile: Profile) -> list[str]:
                 lines.append(f"mlflow_pending: {left} records not in MLflow, kept in {uri}; send them with "
                              f"`clasflow tracking sync {uri}`")
     return lines
+
+
+def doctor_step(out_json: str, require_gpu: bool, profile: Profile | None = None) -> dict[str, Any]:
+    """`clasflow doctor` before any training: its JSON is the step's artifact and goes to MLflow;
+    a failed check fails the step, so a broken node stops the run in a minute, not after hours."""
+    from clasflow.doctor import run
+    from clasflow.tracking import Tracker
+
+    profile = profile or Profile()
+    profile.env()
+    code = run(require_gpu=require_gpu, out=out_json)
+    report = json.loads(Path(out_json).read_text())
+    counts = {f"doctor.{s}": float(sum(r["status"] == s for r in report["rows"])) for s in ("ok", "warn", "failed", "n/a")}
+    with tempfile.TemporaryDirectory() as journal, Tracker("doctor", journal_dir=journal, tags={"clasflow.stage": "doctor"}) as tracker:
+        tracker.log_metrics(counts, step=0)
+        tracker.log_artifact(out_json)
+    publish(out_json, "doctor.json", profile)
+    if code != 0:
+        failed = [f"{r['check']}: {r['detail']}" for r in report["rows"] if r["status"] == "failed"]
+        raise ClasflowError("clasflow doctor failed on this node:\n  " + "\n  ".join(failed))
+    return report

@@ -6,6 +6,7 @@ installed, so `install_kfp_package=False` and no pip installs happen at run time
 
 from components.benchmark import benchmark
 from components.dataset import prepare_dataset
+from components.doctor import doctor
 from components.download import download_weights
 from components.evaluate import evaluate
 from components.export import export
@@ -13,5 +14,5 @@ from components.parity import parity
 from components.report import report
 from components.train import distill, finetune, train_from_scratch
 
-__all__ = ["benchmark", "distill", "download_weights", "evaluate", "export", "finetune", "parity", "prepare_dataset",
+__all__ = ["benchmark", "distill", "doctor", "download_weights", "evaluate", "export", "finetune", "parity", "prepare_dataset",
            "report", "train_from_scratch"]

@@ -99,9 +99,11 @@ ENV VIRTUAL_ENV=/opt/venv \
 WORKDIR /workspace
 USER 10001:10001
 # The build checks what needs no GPU: one CUDA major across the installed packages, every CUDA and
-# TensorRT library they need resolvable here, the TensorRT names Paddle opens.
-RUN python -m clasflow.imagecheck installed --cuda "${CUDA_VERSION}" --tensorrt "${TENSORRT_VERSION}"
+# TensorRT library they need resolvable here, the TensorRT names Paddle opens; then the doctor's
+# CPU checks (its GPU checks are "not applicable" without a GPU; `helm test` requires them).
+RUN python -m clasflow.imagecheck installed --cuda "${CUDA_VERSION}" --tensorrt "${TENSORRT_VERSION}" \
+ && clasflow doctor
 # A batch image (KFP runs each component to completion): there is no long-running service to
-# probe, so no HEALTHCHECK; `python -c "import paddle; paddle.utils.run_check()"` checks a GPU node.
+# probe, so no HEALTHCHECK; `clasflow doctor --require gpu` checks a GPU node.
 HEALTHCHECK NONE
 CMD ["clasflow", "--help"]

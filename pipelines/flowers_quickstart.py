@@ -184,20 +184,22 @@ def build_pipeline(cluster: bool, settings: ClusterSettings = DEFAULT_CLUSTER):
             for arch in ARCHS:
                 task = c.download_weights(architecture=arch, zoo_url=zoo_url, cache_root=cache_root)
                 weights[arch] = _apply(task.set_display_name(f"weights {arch}"), k8s, gpu=False).outputs["weights"]
+            # The node's stack checked before any GPU hour is spent; every GPU task waits for it.
+            check = _apply(c.doctor(require_gpu=cluster, pipeline_run=run_id).set_display_name("doctor"), k8s, gpu=True)
             sizes = dict(profile=profile, image_size=image_size, profile_epochs=epochs, batch_size=batch_size,
                          num_workers=num_workers, experiment=experiment, pipeline_run=run_id, training_seed=seed)
             flags = {"run_finetune": run_finetune, "run_ssld": run_ssld, "run_mobilenetv3": run_mobilenetv3}
             with dsl.If(run_scratch == True, name="scratch"):  # noqa: E712 (a KFP condition, not a Python test)
                 task = c.train_from_scratch(config="ResNet50_vd", dataset=dataset, gpus=gpus, **sizes)
-                _apply(task.set_display_name("ResNet50_vd"), k8s, gpu=True, gpus=gpus)
+                _apply(task.set_display_name("ResNet50_vd").after(check), k8s, gpu=True, gpus=gpus)
             for config, arch, flag in FINETUNES:
                 with dsl.If(flags[flag] == True, name=flag.removeprefix("run_")):  # noqa: E712
                     task = c.finetune(config=config, dataset=dataset, pretrained=weights[arch], gpus=gpus, **sizes)
-                    _apply(task.set_display_name(config), k8s, gpu=True, gpus=gpus)
+                    _apply(task.set_display_name(config).after(check), k8s, gpu=True, gpus=gpus)
             with dsl.If(run_random_erasing_and_distill == True, name="random-erasing-and-distill"):  # noqa: E712
                 teacher = c.finetune(config=TEACHER_CONFIG, dataset=dataset, pretrained=weights["ResNet50_vd_ssld"], gpus=gpus,
                                      **sizes)
-                teacher = _apply(teacher.set_display_name(TEACHER_CONFIG), k8s, gpu=True, gpus=gpus)
+                teacher = _apply(teacher.set_display_name(TEACHER_CONFIG).after(check), k8s, gpu=True, gpus=gpus)
                 student = c.distill(config=DISTILL_CONFIG, dataset=dataset, teacher=teacher.outputs["model"],
                                     student=weights[STUDENT_ARCH], gpus=gpus, **sizes)
                 student = _apply(student.set_display_name(DISTILL_CONFIG), k8s, gpu=True, gpus=gpus)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import types
 from pathlib import Path
 
@@ -68,7 +71,9 @@ def test_cpu_paddle_and_onnxruntime_report(model_dir, image_list, tmp_path, caps
     assert report["schema"] == "clasflow.benchmark/1"
     assert report["model"]["architecture"] == "MobileNetV3_large_x1_0"
     assert report["model"]["input_shape"] == [-1, 3, SIZE, SIZE]
-    assert report["inputs"] == {"kind": "images", "count": 5, "list": str(lst)}
+    # 2 of the 5 images are TensorRT's int8 calibration set, the other 3 are held out for the agreement
+    assert report["inputs"] == {"kind": "images", "count": 5, "list": str(lst), "calibration_images": 2,
+                                "held_out_images": 3, "export_calibration_excluded": None}
     assert report["versions"]["paddlepaddle"] and report["versions"]["onnxruntime"]
     assert "tensorrt" in report["versions"] and "nvidia_driver" in report["versions"]
     assert report["device"]["cpu"] and report["device"]["threads"] == 2
@@ -85,7 +90,7 @@ def test_cpu_paddle_and_onnxruntime_report(model_dir, image_list, tmp_path, caps
     paddle_bs1 = next(r for r in report["results"] if r["backend"] == "paddle" and r["batch_size"] == 1)
     assert paddle_bs1["options"]["onednn"] is True
     ort = next(r for r in report["results"] if r["backend"] == "onnxruntime")
-    assert ort["agreement_reference"] == "paddle/cpu/fp32" and ort["agreement_images"] == 5
+    assert ort["agreement_reference"] == "paddle/cpu/fp32" and ort["agreement_images"] == 3
     assert ort["top1_agreement_vs_fp32"] == 1.0  # same fp32 graph, O(1) logits
     assert "mean ms" in stdout and "onnxruntime" in stdout  # the printed table
 
@@ -209,7 +214,7 @@ def test_bench_cpu_side_by_side(tmp_path):
 
 def test_cuda_runtime_through_cuda_python_without_a_gpu():
     """cuda-bindings imports here; with no driver every call reports it instead of crashing."""
-    from clasflow.benchmark.cuda import CudaError, CudaRuntime, gpu_name, version_text
+    from clasflow.benchmark.cuda import CudaError, CudaRuntime, gpu_tag, version_text
 
     if _gpu_here():
         pytest.skip("a GPU is present")
@@ -220,7 +225,7 @@ def test_cuda_runtime_through_cuda_python_without_a_gpu():
     assert cuda.runtime_version() == "12.9"  # the runtime cuda-bindings 12.9 carries
     with pytest.raises(CudaError, match="cudaMalloc"):
         cuda.malloc(16)
-    assert gpu_name(0) == "gpu0"
+    assert gpu_tag(0) == "gpu0"
     assert version_text(12060) == "12.6" and version_text(13000) == "13.0"
 
 
@@ -271,3 +276,142 @@ def test_benchmark_step_fails_when_it_measured_nothing_useful(model_dir, tmp_pat
     metrics = steps.benchmark_step(str(model_dir), str(tmp_path / "ok.json"), "", "paddle,paddle-trt", "fp32", "1", repeats=2,
                                    profile=profile, journal_dir=str(tmp_path / "journal2"))
     assert metrics == {"ok": 1.0, "skipped": 1.0, "failed": 0.0, "gpu_ok": 0.0, "mlflow_pending": 0.0}  # one ok on the CPU: passes
+
+
+def test_held_out_images_never_calibrated():
+    from clasflow.benchmark.runner import split_images
+
+    hashes = [f"h{i}" for i in range(10)]
+    calib, held = split_images(hashes, None, 32)
+    assert calib == [0, 2, 4, 6, 9] and held == [1, 3, 5, 7, 8]  # half, spread over the list
+    calib, held = split_images(hashes, ["h0", "h1", "h2", "h3"], 2)  # the export calibrated on h0..h3
+    assert calib == [4, 9] and held == [5, 6, 7, 8]
+    assert not set(calib) & set(held)
+    assert split_images(["a"], None, 32) == ([], [0])
+    assert split_images(["a", "b"], ["a", "b"], 32) == ([], [])
+
+
+def test_paddle_trt_converts_in_its_final_folder(tmp_path):
+    """The converted program records its engines' paths: conversion happens in the cache folder
+    itself, is reused by a new process, and a half-converted folder is converted again."""
+    from clasflow.benchmark.backend_paddle_trt import COMPLETE, converted_folder
+
+    calls = []
+
+    def convert(into):
+        calls.append(into)
+        (into / "inference.json").write_text(json.dumps({"engine": str(into / "engine_0.trt")}))
+        (into / "inference.pdiparams").write_bytes(b"p")
+        (into / "engine_0.trt").write_bytes(b"e")
+
+    folder = tmp_path / "engines" / "paddle_key_fp16"
+    assert converted_folder(folder, convert) == "miss" and calls == [folder]
+    assert json.loads((folder / "inference.json").read_text())["engine"] == str(folder / "engine_0.trt")
+    assert (folder / COMPLETE).is_file()
+    code = ("import sys; from pathlib import Path; from clasflow.benchmark.backend_paddle_trt import converted_folder; "
+            "print(converted_folder(Path(sys.argv[1]), lambda into: sys.exit('converted again')))")
+    proc = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == "hit", proc.stderr
+    (folder / COMPLETE).unlink()  # a conversion that died half-way
+    assert converted_folder(folder, convert) == "miss" and len(calls) == 2
+
+    def broken(into):
+        (into / "inference.json").write_text("{}")
+        raise RuntimeError("TensorRT failed")
+
+    other = tmp_path / "engines" / "paddle_key_fp32"
+    with pytest.raises(RuntimeError, match="TensorRT failed"):
+        converted_folder(other, broken)
+    assert not other.exists()
+    with pytest.raises(RuntimeError, match="expected"):
+        converted_folder(other, lambda into: None)
+
+
+def test_onnxruntime_trt_cache_key_holds_versions_and_gpu(model_dir, tmp_path):
+    from clasflow.benchmark import make_context
+    from clasflow.benchmark.backend_onnxruntime import ort_trt_cache_name
+
+    ctx = make_context(model_dir, max_batch=4, engine_cache=tmp_path)
+    base = ort_trt_cache_name(ctx, "fp16", "1.26.0", "10.13.3.9", "NVIDIA A100-SXM4-40GB sm8.0")
+    assert base.startswith("ort_" + ctx.model_hash()[:16] + "_fp16_bs1-4-4_32x32_trtort1.26.0-trt10.13.3.9")
+    assert base.endswith("NVIDIA-A100-SXM4-40GB-sm8.0")
+    others = {ort_trt_cache_name(ctx, "fp32", "1.26.0", "10.13.3.9", "NVIDIA A100-SXM4-40GB sm8.0"),
+              ort_trt_cache_name(ctx, "fp16", "1.27.0", "10.13.3.9", "NVIDIA A100-SXM4-40GB sm8.0"),
+              ort_trt_cache_name(ctx, "fp16", "1.26.0", "10.16.1.11", "NVIDIA A100-SXM4-40GB sm8.0"),
+              ort_trt_cache_name(ctx, "fp16", "1.26.0", "10.13.3.9", "NVIDIA H100 80GB HBM3 sm9.0"),
+              ort_trt_cache_name(ctx, "fp16", "1.26.0", "10.13.3.9", "NVIDIA A100-SXM4-40GB sm8.6")}
+    assert base not in others and len(others) == 5
+
+
+FAKE_TRT11 = """
+__version__ = "11.0.0.114"
+calls = []
+class Logger:
+    WARNING = 2
+    def __init__(self, level): pass
+class NetworkDefinitionCreationFlag:  # TensorRT 11: EXPLICIT_BATCH is gone
+    STRONGLY_TYPED = 1
+class BuilderFlag:  # TensorRT 11: no FP16, no INT8
+    DEBUG = 0
+class MemoryPoolType:
+    WORKSPACE = 0
+class _Input:
+    name = "x"
+class _Network:
+    def get_input(self, i): return _Input()
+class _Profile:
+    def set_shape(self, *a): calls.append(("set_shape",) + a)
+class _Config:
+    def set_memory_pool_limit(self, *a): pass
+    def set_flag(self, flag): calls.append(("set_flag", flag))
+    def add_optimization_profile(self, p): pass
+class Builder:
+    def __init__(self, logger): pass
+    def create_network(self, flags): calls.append(("create_network", flags)); return _Network()
+    def create_builder_config(self): return _Config()
+    def create_optimization_profile(self): return _Profile()
+    def build_serialized_network(self, network, config): calls.append(("build",)); return b"engine"
+class OnnxParser:
+    num_errors = 0
+    def __init__(self, network, logger): pass
+    def parse(self, data): calls.append(("parse", len(data))); return True
+"""
+
+
+def test_tensorrt_11_skips_fp16_and_int8_and_builds_fp32(model_dir, tmp_path):
+    """Only the GPU library is replaced: a `tensorrt` 11.0 with TensorRT 11's builder surface
+    (no FP16/INT8 flags, no EXPLICIT_BATCH), imported by the real backend in a subprocess."""
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "tensorrt.py").write_text(FAKE_TRT11)
+    code = f"""
+import json, sys
+import numpy as np
+import tensorrt
+from clasflow.benchmark import Skip, make_context, open_backend
+from clasflow.benchmark.backend_tensorrt import TensorRTRunner
+ctx = make_context({str(model_dir)!r}, max_batch=2, engine_cache={str(tmp_path / "cache")!r},
+                   calib=np.zeros((2, 3, 32, 32), np.float32))
+out = {{}}
+for precision in ("fp16", "int8", "fp32"):
+    try:
+        open_backend(ctx, "tensorrt", "gpu", precision)
+    except Skip as exc:
+        out[precision] = str(exc)
+runner = TensorRTRunner.__new__(TensorRTRunner)  # the fp32 build itself, without a GPU
+runner.trt, runner.logger = tensorrt, tensorrt.Logger(2)
+out["blob"] = runner._build(ctx.onnx_file(), "fp32", ctx.profile, ctx.hw).decode()
+out["calls"] = [list(map(str, c)) for c in tensorrt.calls]
+print(json.dumps(out))
+"""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake), str(Path(__file__).resolve().parents[1])])}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    for precision in ("fp16", "int8"):
+        assert "TensorRT 11.0.0.114 builds strongly typed networks only" in out[precision]
+        assert "fp32 runs" in out[precision]
+    assert "strongly typed" not in out["fp32"] and "no CUDA device 0 visible" in out["fp32"]  # fp32 went on
+    assert out["blob"] == "engine"
+    names = [c[0] for c in out["calls"]]
+    assert names == ["create_network", "parse", "set_shape", "build"] and out["calls"][0] == ["create_network", "0"]

@@ -482,7 +482,7 @@ def test_gpu_nodes():
     c = pod["spec"]["containers"][0]
     assert c["image"] == "ghcr.io/clasflow/clasflow-gpu:0.1.0"
     assert c["resources"]["limits"]["nvidia.com/gpu"] == 1 and c["resources"]["requests"]["nvidia.com/gpu"] == 1
-    assert "paddle.utils.run_check()" in c["args"][0]
+    assert c["command"] == ["clasflow", "doctor", "--require", "gpu"] and "args" not in c
     # The chart's own pods stay on the CPU pool, claims use the storage class.
     for kind, name in (("Deployment", "clasflow-minio"), ("Deployment", "clasflow-mlflow")):
         assert one(s, kind, name)["spec"]["template"]["spec"]["nodeSelector"] == {"node-pool": "cpu"}

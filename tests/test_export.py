@@ -321,6 +321,9 @@ def test_int8_export_is_calibrated_on_the_real_images(tmp_path, ckpts, capsys):
     assert int8["quantized_ops"] == quantized_op_counts(out / "int8" / "inference.pdmodel")
     assert int8["quantized_ops"]["quantize_linear"] > 50  # every conv/linear input of MobileNetV3
     assert int8["calibration"]["images"] == 6 and int8["calibration"]["source"] == str(data / "train_list.txt")
+    # each calibration file's sha256, so the benchmark can hold these images out of its agreement
+    hashes = int8["calibration"]["files_sha256"]
+    assert len(hashes) == 6 and len(set(hashes)) == 6 and all(len(h) == 64 for h in hashes)
     check = int8["self_check"]
     assert check["images"] == 6 and check["held_out"] is True
     assert check["max_abs_diff_vs_quantized_dygraph"] <= check["allowed_abs_diff"]

@@ -51,8 +51,8 @@ def _dag_tasks(spec):
     return tasks
 
 
-GPU_EXECUTORS = ("exec-train-from-scratch", "exec-finetune", "exec-finetune-2", "exec-finetune-3", "exec-finetune-4",
-                 "exec-distill", "exec-evaluate", "exec-benchmark", "exec-parity")
+GPU_EXECUTORS = ("exec-doctor", "exec-train-from-scratch", "exec-finetune", "exec-finetune-2", "exec-finetune-3",
+                 "exec-finetune-4", "exec-distill", "exec-evaluate", "exec-benchmark", "exec-parity")
 
 
 def test_cluster_settings_are_run_parameters():
@@ -300,3 +300,19 @@ def test_tracked_task_inputs_do_not_share_a_name_with_the_config():
     for name in ("comp-train-from-scratch", "comp-finetune", "comp-distill", "comp-evaluate"):
         inputs = set(components[name]["inputDefinitions"]["parameters"])
         assert inputs and not inputs & keys, (name, inputs & keys)
+
+
+def test_every_training_waits_for_the_doctor():
+    """The GPU node is checked (`clasflow doctor --require gpu`) before any training starts: each
+    condition holding a training (KFP moves the dependency onto it) runs after the doctor."""
+    spec = _docs()[0]
+    tasks = {name: task for component in [spec["root"], *spec["components"].values()]
+             for name, task in component.get("dag", {}).get("tasks", {}).items()}
+    assert tasks["doctor"]["inputs"]["parameters"]["require_gpu"]["runtimeValue"]["constant"] is True
+    trainings = {"comp-train-from-scratch", "comp-finetune", "comp-finetune-2", "comp-finetune-3", "comp-finetune-4"}
+    holders = {name for name, c in spec["components"].items()
+               if any(t["componentRef"]["name"] in trainings for t in c.get("dag", {}).get("tasks", {}).values())}
+    assert len(holders) == 5
+    for name, task in tasks.items():
+        if task["componentRef"]["name"] in holders:
+            assert "doctor" in task.get("dependentTasks", []), name

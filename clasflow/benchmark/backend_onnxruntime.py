@@ -5,8 +5,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from clasflow.benchmark.common import WORKSPACE, Context, Skip, need_gpu
+from clasflow.benchmark.common import WORKSPACE, Context, Skip, engine_key, need_gpu
+from clasflow.benchmark.cuda import gpu_tag
+from clasflow.benchmark.environment import tensorrt_version
 from clasflow.predict import OrtRunner
+
+
+def ort_trt_cache_name(ctx: Context, precision: str, ort_version: str, trt_version: str | None, gpu: str) -> str:
+    """The TensorRT provider's engine-cache folder: a new one whenever the model, precision, batch
+    profile, input size, onnxruntime or TensorRT version or the GPU (name, compute capability) change."""
+    runtime = f"ort{ort_version}-trt{trt_version or 'unknown'}"
+    return "ort_" + engine_key(ctx.model_hash(), precision, ctx.profile, ctx.hw, runtime, gpu)
 
 
 def need_providers(*wanted: str) -> None:
@@ -45,7 +54,9 @@ def make_trt(ctx: Context, device: str, precision: str) -> tuple[OrtRunner, dict
     h, w = ctx.hw
     mn, opt, mx = ctx.profile
     name = ctx.meta["input"]["name"]
-    cache = ctx.cache_dir / f"ort_{ctx.model_hash()[:16]}_{precision}"
+    import onnxruntime as ort
+
+    cache = ctx.cache_dir / ort_trt_cache_name(ctx, precision, ort.__version__, tensorrt_version(), gpu_tag(ctx.gpu_id))
     cache.mkdir(parents=True, exist_ok=True)
     trt_options = {
         "device_id": ctx.gpu_id,

@@ -2,7 +2,8 @@
 
 The exports are Paddle 3.x ``.json`` (PIR) programs, for which Paddle's documented TensorRT route
 is ``paddle.tensorrt.convert`` (PIR-TRT; ``Config.enable_tensorrt_engine`` is the pre-PIR
-``.pdmodel`` route); the converted program is cached in the engine cache. PIR-TRT has no
+``.pdmodel`` route); the converted program is cached in the engine cache, converted in the
+folder it stays in (its engine paths are recorded inside it). PIR-TRT has no
 calibrator: int8 converts the export's ``int8/`` model, quantized by post-training calibration on
 real images at export time (``clasflow export --int8_calib LIST``, `clasflow.quantize`).
 """
@@ -10,20 +11,22 @@ real images at export time (``clasflow export --int8_calib LIST``, `clasflow.qua
 from __future__ import annotations
 
 import contextlib
-import os
+import fcntl
+import json
 import shutil
-import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from clasflow.benchmark.backend_paddle import need_paddle_gpu
 from clasflow.benchmark.common import WORKSPACE, Context, Skip, engine_key, file_sha256, need_gpu
-from clasflow.benchmark.cuda import gpu_name
+from clasflow.benchmark.cuda import gpu_tag
 from clasflow.errors import ClasflowError
+from clasflow.fsutil import write_text_atomic
 from clasflow.predict import PaddleRunner, model_file
 
 FILES = {"model": "inference.json", "params": "inference.pdiparams"}
+COMPLETE = "COMPLETE"  # written last: the conversion in this folder finished
 
 
 def source_model(ctx: Context, precision: str) -> tuple[Path, str, dict[str, Any]]:
@@ -66,10 +69,36 @@ def tensorrt_runtime() -> str:
     return runtime
 
 
+def converted_folder(folder: Path, convert: Callable[[Path], None]) -> str:
+    """Run ``convert(folder)`` in ``folder`` itself, the place the converted program stays:
+    ``paddle.tensorrt.convert`` records its engine files' paths inside the program, so a
+    converted folder must never move. A folder whose ``COMPLETE`` marker is missing (a crashed
+    conversion) is converted again; a lock file keeps two processes from converting at once.
+    Returns "hit" (reused) or "miss" (converted now)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f".{folder.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (folder / COMPLETE).is_file() and all((folder / f).is_file() for f in FILES.values()):
+            return "hit"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+        try:
+            convert(folder)
+            missing = [f for f in FILES.values() if not (folder / f).is_file()]
+            if missing:
+                raise RuntimeError(f"paddle.tensorrt.convert wrote {sorted(p.name for p in folder.iterdir())}, "
+                                   f"expected {sorted(FILES.values())}")
+            write_text_atomic(folder / COMPLETE, json.dumps({"folder": str(folder)}) + "\n")
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+    return "miss"
+
+
 def make(ctx: Context, device: str, precision: str) -> tuple[PaddleRunner, dict[str, Any]]:
-    """``paddle.tensorrt.convert`` writes a program with TensorRT engine ops (cached), which
-    Paddle Inference then runs on the GPU. fp32/fp16 convert the export; int8 converts its
-    calibrated quantized model (``int8/``)."""
+    """``paddle.tensorrt.convert`` writes a program with TensorRT engine ops (cached, one folder
+    per precision: the precision is part of the key), which Paddle Inference then runs on the
+    GPU. fp32/fp16 convert the export; int8 converts its calibrated quantized model (``int8/``)."""
     need_gpu(device)
     source, source_hash, extra = source_model(ctx, precision)
     need_paddle_gpu(ctx.gpu_id)
@@ -81,36 +110,25 @@ def make(ctx: Context, device: str, precision: str) -> tuple[PaddleRunner, dict[
     runtime = tensorrt_runtime()
     mn, opt, mx = ctx.profile
     h, w = ctx.hw
-    key = engine_key(source_hash, precision, ctx.profile, ctx.hw, runtime, gpu_name(ctx.gpu_id))
+    key = engine_key(source_hash, precision, ctx.profile, ctx.hw, runtime, gpu_tag(ctx.gpu_id))
     folder = ctx.cache_dir / f"paddle_{key}"
-    prefix = folder / "inference"
     modes = {"fp32": pte.PrecisionMode.FP32, "fp16": pte.PrecisionMode.FP16, "int8": pte.PrecisionMode.INT8}
+
+    def convert(into: Path) -> None:
+        trt_input = pte.Input(min_input_shape=(mn, 3, h, w), optim_input_shape=(opt, 3, h, w),
+                              max_input_shape=(mx, 3, h, w), name=ctx.meta["input"]["name"])
+        trt_config = pte.TensorRTConfig(inputs=[trt_input])
+        trt_config.precision_mode = modes[precision]
+        trt_config.save_model_dir = str(into / "inference")
+        trt_config.workspace_size = WORKSPACE
+        pte.convert(str(source.with_suffix("")), trt_config)
+
     started = time.perf_counter()
-    cache = "hit"
-    if not all((folder / f).is_file() for f in FILES.values()):
-        cache = "miss"
-        ctx.cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=ctx.cache_dir))
-        try:
-            trt_input = pte.Input(min_input_shape=(mn, 3, h, w), optim_input_shape=(opt, 3, h, w),
-                                  max_input_shape=(mx, 3, h, w), name=ctx.meta["input"]["name"])
-            trt_config = pte.TensorRTConfig(inputs=[trt_input])
-            trt_config.precision_mode = modes[precision]
-            trt_config.save_model_dir = str(tmp / "inference")
-            trt_config.workspace_size = WORKSPACE
-            pte.convert(str(source.with_suffix("")), trt_config)
-            if not all((tmp / f).is_file() for f in FILES.values()):
-                raise RuntimeError(f"paddle.tensorrt.convert wrote {sorted(p.name for p in tmp.iterdir())}, "
-                                   f"expected {sorted(FILES.values())}")
-            if folder.exists():
-                shutil.rmtree(folder, ignore_errors=True)
-            os.replace(tmp, folder)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+    cache = converted_folder(folder, convert)
     runner = PaddleRunner(folder, device="gpu", precision="fp32", gpu_id=ctx.gpu_id,
                           meta={"files": FILES, "input": ctx.meta["input"]})
     runner.build_s = time.perf_counter() - started
     options = {"trt_api": "paddle.tensorrt.convert (PIR-TRT)", "tensorrt": runtime, "engine_cache": cache,
-               "converted_model": str(prefix), "source_model": str(source), "profile": list(ctx.profile), **extra}
+               "converted_model": str(folder / "inference"), "source_model": str(source), "profile": list(ctx.profile),
+               **extra}
     return runner, options

@@ -14,9 +14,13 @@ from typing import Any
 import numpy as np
 
 from clasflow.benchmark.common import WORKSPACE, Context, Skip, engine_key, file_sha256, need_gpu
-from clasflow.benchmark.cuda import CudaRuntime
+from clasflow.benchmark.cuda import CudaRuntime, gpu_tag
 from clasflow.fsutil import atomic_write
 from clasflow.quantize import images_sha256
+
+
+def major(version: str) -> int:
+    return int(str(version).split(".")[0])
 
 
 class TensorRTRunner:
@@ -40,7 +44,7 @@ class TensorRTRunner:
             if calib is None or len(calib) == 0:
                 raise Skip("int8 calibration needs real images: pass --image_list")
             tag = f"int8-calib{images_sha256(calib)[:8]}"
-        key = engine_key(file_sha256(onnx_file), tag, profile, hw, trt.__version__, self.cuda.device_name(gpu_id))
+        key = engine_key(file_sha256(onnx_file), tag, profile, hw, trt.__version__, gpu_tag(gpu_id))
         self.engine_path = Path(cache_dir) / f"{key}.engine"
         self.calib = calib
         started = time.perf_counter()
@@ -78,7 +82,7 @@ class TensorRTRunner:
         trt = self.trt
         builder = trt.Builder(self.logger)
         flags = 0
-        if int(trt.__version__.split(".")[0]) < 10:
+        if major(trt.__version__) < 10:
             flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
         network = builder.create_network(flags)
         parser = trt.OnnxParser(network, self.logger)
@@ -183,6 +187,10 @@ def make(ctx: Context, device: str, precision: str) -> tuple[TensorRTRunner, dic
     except Exception as exc:  # ImportError, or libnvinfer missing behind an installed wheel
         raise Skip(f"the tensorrt Python package is not usable here ({type(exc).__name__}: {exc}); "
                    "install TensorRT (pip install tensorrt) on a CUDA machine") from None
+    if precision != "fp32" and major(trt.__version__) >= 11:
+        raise Skip(f"TensorRT {trt.__version__} builds strongly typed networks only (TensorRT 11 removed the FP16 and "
+                   f"INT8 builder flags and the int8 calibrators): {precision} needs a network typed for it; "
+                   "fp32 runs; the GPU image pins TensorRT 10")
     runner = TensorRTRunner(onnx_file, precision=precision, profile=ctx.profile, hw=ctx.hw,
                             cache_dir=ctx.cache_dir, gpu_id=ctx.gpu_id,
                             calib=ctx.calib if precision == "int8" else None)

@@ -101,8 +101,12 @@ def version_text(n: int) -> str:
     return f"{n // 1000}.{(n % 1000) // 10}"
 
 
-def gpu_name(gpu_id: int) -> str:
-    """The device's name (cudaGetDeviceProperties), or ``gpu<N>`` when it cannot be read."""
+def gpu_tag(gpu_id: int) -> str:
+    """The device's name and compute capability for cache keys ("NVIDIA A100-SXM4-40GB sm8.0"),
+    or ``gpu<N>`` when they cannot be read."""
     cuda = CudaRuntime.load()
     name = cuda.device_name(gpu_id) if cuda is not None else None
-    return name or f"gpu{gpu_id}"
+    if not name:
+        return f"gpu{gpu_id}"
+    cc = cuda.compute_capability(gpu_id)
+    return f"{name} sm{cc}" if cc else name

@@ -5,7 +5,8 @@ one that breaks while running becomes ``{"status": "failed", "reason": ...}``. E
 predictor creation (``build_s``) and warm-up (``warmup_s``, ``first_run_ms``) are measured apart
 from the steady-state latencies (mean/p50/p90/p99 over ``repeats`` timed runs, host array in,
 host array out). With ``--image_list`` the inputs are real images preprocessed as inference.yml
-says, and each result reports its top-1 agreement with fp32 on those images.
+says, and each result reports its top-1 agreement with fp32 on the held-out ones: images that
+neither TensorRT's int8 calibration here nor the export's (``files_sha256``) has seen.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from clasflow.benchmark.common import (CALIB_IMAGES, MAX_IMAGES, PRECISIONS, Ben
                                        default_engine_cache)
 from clasflow.benchmark.environment import environment
 from clasflow.errors import ClasflowError
+from clasflow.fsutil import file_digest
 from clasflow.predict import default_threads, load_image_list, load_meta
 
 log = logging.getLogger(__name__)
@@ -83,6 +85,18 @@ def _top1(runner: Runner, images: np.ndarray, chunk: int) -> np.ndarray:
     return np.concatenate(out)
 
 
+def split_images(hashes: Sequence[str], exported_calibration: Sequence[str] | None, max_calib: int) -> tuple[list[int], list[int]]:
+    """(calibration indices, held-out indices) of the benchmark's images: images the export
+    calibrated on (``files_sha256`` in inference.yml) are in neither; of the rest, up to
+    ``max_calib`` and at most half, spread over them, calibrate TensorRT; the others are held out
+    for the top-1 agreement of every backend and precision."""
+    seen = set(exported_calibration or ())
+    free = [i for i, h in enumerate(hashes) if h not in seen]
+    n_calib = min(max_calib, len(free) // 2)
+    picks = sorted({free[j] for j in np.linspace(0, len(free) - 1, n_calib).astype(int)}) if n_calib else []
+    return picks, [i for i in free if i not in set(picks)]
+
+
 def _entry(backend: str, device: str, precision: str, bs: int, **kw) -> dict[str, Any]:
     return {"backend": backend, "device": device, "precision": precision, "batch_size": bs, **kw}
 
@@ -117,9 +131,18 @@ def run_benchmark(settings: BenchSettings, progress: Callable[[str], None] | Non
     images, image_paths = (None, [])
     if settings.image_list:
         images, image_paths = load_image_list(settings.image_list, settings.data_dir, meta, limit=MAX_IMAGES)
-    calib = None
-    if images is not None:  # spread over the images, which are spread over the list
-        calib = images[np.linspace(0, len(images) - 1, min(CALIB_IMAGES, len(images))).astype(int)]
+    calib = held_out = None
+    split: dict[str, Any] = {}
+    if images is not None:
+        exported = ((meta.get("int8") or {}).get("calibration") or {}).get("files_sha256")
+        calib_idx, held_idx = split_images([file_digest(p) for p in image_paths], exported, CALIB_IMAGES)
+        calib, held_out = images[calib_idx], images[held_idx]
+        split = {"calibration_images": len(calib_idx), "held_out_images": len(held_idx),
+                 "export_calibration_excluded": (len(images) - len(calib_idx) - len(held_idx)) if exported is not None
+                 else ("not checked: the export records no files_sha256" if meta.get("int8") else None)}
+        if meta.get("int8") and exported is None:
+            log.warning("%s: inference.yml records no files_sha256 of its int8 calibration images: the held-out "
+                        "images may include them (re-export with --int8_calib)", model_dir)
     ctx = make_context(model_dir, max_batch=max(bss), threads=settings.threads, engine_cache=settings.engine_cache,
                        calib=calib, gpu_id=settings.gpu_id, meta=meta)
     h, w = ctx.hw
@@ -130,7 +153,7 @@ def run_benchmark(settings: BenchSettings, progress: Callable[[str], None] | Non
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "model": {"dir": str(model_dir.resolve()), "architecture": meta.get("architecture"),
                   "class_num": meta.get("class_num"), "input_shape": [-1, 3, h, w]},
-        "inputs": ({"kind": "images", "count": len(image_paths), "list": str(settings.image_list)} if images is not None
+        "inputs": ({"kind": "images", "count": len(image_paths), "list": str(settings.image_list), **split} if images is not None
                    else {"kind": "random", "distribution": "standard normal", "seed": settings.seed}),
         "settings": {"backends": settings.backends, "devices": settings.devices, "precisions": settings.precisions,
                      "batch_sizes": bss, "threads": threads, "warmup": settings.warmup, "repeats": settings.repeats,
@@ -158,8 +181,8 @@ def run_benchmark(settings: BenchSettings, progress: Callable[[str], None] | Non
                     continue
                 try:
                     agreement: dict[str, Any] = {"top1_agreement_vs_fp32": None}
-                    if images is not None:
-                        top1 = _top1(runner, images, max(bss))
+                    if held_out is not None and len(held_out):  # images no calibration has seen
+                        top1 = _top1(runner, held_out, max(bss))
                         own = f"{backend}/{device}"
                         if precision == "fp32":  # fp32 entries: agreement with the first fp32 measured
                             reference.setdefault(own, top1)
@@ -170,7 +193,7 @@ def run_benchmark(settings: BenchSettings, progress: Callable[[str], None] | Non
                                              else reference.get("*", (None, None)))
                         if ref is not None and ref_name != label:
                             agreement = {"top1_agreement_vs_fp32": float((top1 == ref).mean()),
-                                         "agreement_reference": ref_name, "agreement_images": int(len(images))}
+                                         "agreement_reference": ref_name, "agreement_images": int(len(held_out))}
                     for bs in bss:
                         say(f"{label}: batch {bs}: {settings.warmup} warm-up + {settings.repeats} timed runs")
                         rng = np.random.default_rng(settings.seed + bs)
