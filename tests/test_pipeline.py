@@ -237,7 +237,8 @@ def test_the_demo_profile_end_to_end_with_the_lesson_rows(tmp_path, monkeypatch)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"  # ended by the report
     children = [r for r in runs if r.data.tags.get("clasflow.stage") != "pipeline"]
     assert {r.data.tags.get("mlflow.parentRunId") for r in children} == {parents[0].info.run_id}
-    assert sorted(r.data.tags["clasflow.stage"] for r in children) == sorted(["benchmark", "distill", "eval", "parity"] + ["train"] * 5)
+    assert sorted(r.data.tags["clasflow.stage"] for r in children) == sorted(["benchmark", "distill", "doctor", "eval", "parity"]
+                                                                              + ["train"] * 5)
     artifacts = tmp_path / "artifacts"
 
     # the demo zoo was built once on the way, and every weights step says its weights are demo weights
