@@ -321,8 +321,12 @@ def end_pipeline_parent(experiment: str, pipeline_run: str, status: str = "FINIS
 
 def sync_journal(journal: str | os.PathLike) -> int:
     """Deliver what a run left undelivered in its journal (a path, or the ``s3://`` URI of the copy
-    a pipeline step published); return the records sent. The delivery state goes to both copies
-    (the object store's is the one the report reads), so neither sends anything twice."""
+    a pipeline step published); return the records sent.
+
+    A step's journal has two copies, its artifact and the object store's, and a sync of either must
+    not send what a sync of the other did: the local copy names the other (``published`` in its
+    state), its delivery state is read from there before sending (the furthest one wins) and written
+    back after."""
     from clasflow import storage
     from clasflow.errors import ClasflowError
 
@@ -332,18 +336,37 @@ def sync_journal(journal: str | os.PathLike) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(tmp) / JOURNAL
             storage.download(str(journal), local)
-            if storage.exists(str(journal) + STATE_SUFFIX):
-                storage.download(str(journal) + STATE_SUFFIX, _state_path(local))
             write_state(local, published=str(journal))
             return sync_journal(local)
     if not Path(journal).is_file():
         raise ClasflowError(f"{journal}: no such journal (an {JOURNAL} written by a clasflow run)")
+    published = read_state(journal).get("published")
+    if published:
+        _take_published_state(Path(journal), published)
     tracker = Tracker.from_journal(journal)
     before = tracker.sent
     delivered = tracker.flush()
-    published = read_state(journal).get("published")
-    if published and tracker.sent != before:
+    if published:
         storage.upload(_state_path(Path(journal)), published + STATE_SUFFIX)
     if not delivered:
         raise ClasflowError(f"MLflow at {tracking_uri()} is still unreachable; {journal} is kept ({tracker.pending()} records)")
     return tracker.sent - before
+
+
+def _take_published_state(journal: Path, published: str) -> None:
+    """Adopt the delivery state of a journal's object-store copy when a sync of it got further."""
+    import tempfile
+
+    from clasflow import storage
+    from clasflow.errors import ClasflowError, StorageError
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            if not storage.exists(published + STATE_SUFFIX):
+                return
+            theirs = json.loads(storage.download(published + STATE_SUFFIX, Path(tmp) / "state.json").read_text())
+        except StorageError as exc:
+            raise ClasflowError(f"{journal}: cannot read what a sync of its copy {published} delivered ({exc}); syncing "
+                                "now could send its points twice: run it again when the object store answers") from exc
+    if theirs.get("sent", 0) > read_state(journal)["sent"]:
+        write_state(journal, run_id=theirs["run_id"], sent=theirs["sent"])

@@ -6,7 +6,8 @@ possibly while that batch is in flight), training goes on without it, and the se
 again a few seconds later (its startup takes ~30 s here). The run's close waits for it
 (CLASFLOW_MLFLOW_CLOSE_RETRIES / _WAIT). At the end every metric point the journal recorded, of
 every key and epoch, is in MLflow. test_train.py covers a server that is down for the whole run
-(then `clasflow tracking sync`).
+(then `clasflow tracking sync`); the last test here, a journal kept in two copies (a step's artifact
+and the object store) synced from both.
 """
 
 from __future__ import annotations
@@ -134,3 +135,49 @@ def test_close_retry_budget_from_the_environment(tmp_path, monkeypatch, caplog):
     waits.clear()
     assert tracking.Tracker("explicit", journal_dir=tmp_path / "c").close(retries=1, wait=0) is False
     assert waits == [0]
+
+
+def test_a_journal_kept_twice_is_delivered_once(tmp_path, mlflow_server, s3_env, monkeypatch):
+    """A step keeps its journal in its artifact and in the object store: syncing both copies, in
+    either order, delivers every point once, into one run; while the object store cannot say what a
+    sync of its copy delivered, the local copy is not sent."""
+    from mlflow.tracking import MlflowClient
+
+    from clasflow import steps, storage, tracking
+    from clasflow.errors import ClasflowError
+    from tests.services import free_port
+
+    down = f"http://127.0.0.1:{free_port()}"  # nothing listens: the step's whole run without MLflow
+    monkeypatch.setenv("CLASFLOW_MLFLOW_CLOSE_RETRIES", "0")
+    monkeypatch.setenv(steps.ARTIFACT_ROOT_ENV, s3_env.uri("artifacts"))
+    client = MlflowClient(mlflow_server.url)
+    for first, second in (("s3", "local"), ("local", "s3")):
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", down)
+        profile = steps.Profile("demo", experiment=f"two-copies-{first}", pipeline_run=f"copies-{first}")
+        profile.env()
+        folder = tmp_path / first
+        with tracking.Tracker("step", journal_dir=folder, tags={"clasflow.stage": "step"}) as tracker:
+            for step in range(3):
+                tracker.log_metrics({"loss": 1.0 / (step + 1)}, step=step)
+        metrics: dict[str, float] = {}
+        published = steps.publish(folder, "mlflow/step", profile)
+        left = steps.keep_journal(folder / tracking.JOURNAL, published, metrics)
+        assert left > 0 and metrics["mlflow_pending"] == left
+        copies = {"s3": storage.join(published, tracking.JOURNAL), "local": str(folder / tracking.JOURNAL)}
+
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
+        if first == "local":  # the object store down: the local copy cannot know what its copy delivered
+            monkeypatch.setenv("CLASFLOW_S3_ENDPOINT", f"http://127.0.0.1:{free_port()}")
+            with pytest.raises(ClasflowError, match=f"cannot read what a sync of its copy {published}.* twice"):
+                tracking.sync_journal(copies["local"])
+            monkeypatch.setenv("CLASFLOW_S3_ENDPOINT", s3_env.server.url)
+            assert client.get_experiment_by_name(profile.experiment) is None  # nothing was sent
+        assert tracking.sync_journal(copies[first]) == left
+        assert tracking.sync_journal(copies[second]) == 0
+        assert tracking.sync_journal(copies[first]) == 0
+        assert tracking.pending(copies["local"]) == 0
+        exp = client.get_experiment_by_name(profile.experiment).experiment_id
+        runs = [r for r in client.search_runs([exp]) if r.data.tags["clasflow.stage"] != "pipeline"]
+        assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+        history = client.get_metric_history(runs[0].info.run_id, "loss")
+        assert sorted((m.step, m.value) for m in history) == [(0, 1.0), (1, 0.5), (2, 1.0 / 3)]
