@@ -247,12 +247,29 @@ def check_nccl() -> str:
     return f"NCCL all-reduce over {n} GPUs agrees"
 
 
-def check_shm() -> str:
-    st = os.statvfs("/dev/shm")
+def memory_limit(cgroup: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """This container's memory limit in bytes (cgroup v2 memory.max or v1 memory.limit_in_bytes); None: no limit."""
+    for name in ("memory.max", "memory/memory.limit_in_bytes"):
+        try:
+            text = (cgroup / name).read_text().strip()
+        except OSError:
+            continue
+        return None if text == "max" or int(text) >= 1 << 62 else int(text)  # v1 says "no limit" with ~2**63
+    return None
+
+
+def check_shm(path: str = "/dev/shm", cgroup: Path = Path("/sys/fs/cgroup")) -> str:
+    """The tmpfs size, and the memory limit that bounds it: a memory-backed emptyDir's pages count
+    against the container's memory limit (the pipeline's gpu_task_memory_limit), whatever df says."""
+    st = os.statvfs(path)
     size = st.f_frsize * st.f_blocks
-    text = f"/dev/shm {size / (1 << 30):.1f} GiB ({st.f_frsize * st.f_bavail / (1 << 30):.1f} GiB free)"
-    if size < SHM_MIN:
-        raise Warn(f"{text}: below 1 GiB, DALI and loader workers may fail (mount a memory emptyDir on /dev/shm)")
+    text = f"{path} {size / (1 << 30):.1f} GiB ({st.f_frsize * st.f_bavail / (1 << 30):.1f} GiB free)"
+    limit = memory_limit(cgroup)
+    if limit is not None and limit < size:
+        text += f", bounded by the container's memory limit {limit / (1 << 30):.1f} GiB (shared with the processes)"
+    if min(size, limit or size) < SHM_MIN:
+        raise Warn(f"{text}: below 1 GiB, DALI and loader workers may fail (mount a memory emptyDir on /dev/shm"
+                   " and give the task a larger memory limit)")
     return text
 
 

@@ -80,3 +80,30 @@ def test_unknown_check_is_a_clear_error(capsys):
 
     assert main(["doctor", "--check", "gpu-magic"]) == 2
     assert "gpu-magic" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("version", ["v2", "v1"])
+def test_shm_check_reports_the_memory_limit_that_bounds_it(tmp_path, version):
+    """The pipeline's /dev/shm has no size of its own: the container's memory limit bounds it, so
+    the check reports that limit (from the cgroup files) next to what statvfs says."""
+    cgroup = tmp_path / "cgroup"
+    limit_file = cgroup / ("memory.max" if version == "v2" else "memory/memory.limit_in_bytes")
+    limit_file.parent.mkdir(parents=True)
+    st = os.statvfs("/dev/shm")
+    size = st.f_frsize * st.f_blocks
+    limit_file.write_text("max\n" if version == "v2" else "9223372036854771712\n")  # each version's "no limit"
+    assert doctor.memory_limit(cgroup) is None
+    assert "bounded" not in doctor.check_shm(cgroup=cgroup)
+    limit = max(size // 2, 3 << 30) // (1 << 20) * (1 << 20)
+    limit_file.write_text(f"{limit}\n")
+    assert doctor.memory_limit(cgroup) == limit
+    text = doctor.check_shm(cgroup=cgroup)
+    if limit < size:
+        assert f"bounded by the container's memory limit {limit / (1 << 30):.1f} GiB" in text
+    limit_file.write_text(f"{512 << 20}\n")  # half a GiB: too little for DALI and the loader workers
+    with pytest.raises(doctor.Warn, match="memory limit 0.5 GiB.*below 1 GiB.*larger memory limit"):
+        doctor.check_shm(cgroup=cgroup)
+
+
+def test_no_cgroup_memory_files_means_no_limit(tmp_path):
+    assert doctor.memory_limit(tmp_path) is None
