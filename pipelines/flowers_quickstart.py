@@ -5,8 +5,8 @@ One pipeline serves the full GPU run (the defaults) and the small demo (`make qu
 parameters choose the profile (image size, epochs, batch size), the data and zoo sources, and
 which configs run. `build_pipeline(cluster=True)` is what gets compiled: it adds the cluster
 settings (GPU resource, node selector and tolerations, CPU/memory requests, the Secret and
-ConfigMap names, an image pull secret: all run parameters, see CLUSTER_PARAMETERS; /dev/shm and
-the image references are fixed at compile time); the local run uses `cluster=False`.
+ConfigMap names, an image pull secret: all run parameters, see CLUSTER_PARAMETERS; only the
+image references are fixed at compile time); the local run uses `cluster=False`.
 
     python -m pipelines.flowers_quickstart compile   # writes pipelines/flowers_quickstart.yaml
     python -m pipelines.flowers_quickstart compile --images images/release.env   # digests (make release)
@@ -65,6 +65,10 @@ CLUSTER_PARAMETERS: dict[str, object] = {
     "gpu_tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
     "gpu_task_cpu": "6",
     "gpu_task_memory": "24Gi",
+    # The GPU task's memory limit, which is also what bounds its /dev/shm: a memory-backed emptyDir
+    # with no size of its own (kfp-kubernetes' empty_dir_mount and KFP's driver take only a constant
+    # size there), whose pages count against the container's memory limit. Same or above the request.
+    "gpu_task_memory_limit": "28Gi",
     "cpu_task_cpu": "1",
     "cpu_task_memory": "4Gi",
     "credentials_secret": "clasflow-credentials",
@@ -79,12 +83,10 @@ CLUSTER_PARAMETERS: dict[str, object] = {
 class ClusterSettings:
     """What the compile step fixes (kfp-kubernetes takes no run parameter for these).
 
-    ``shm_size`` is the /dev/shm emptyDir (``empty_dir_mount`` takes a constant size);
     ``images`` maps an image name (``clasflow-gpu``) to the reference the executors use, e.g. a
     digest from `make release`; empty: ``clasflow.images.image(name)``.
     """
 
-    shm_size: str = "8Gi"
     secret_env: tuple[str, ...] = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
     optional_secret_env: tuple[str, ...] = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
     config_env: tuple[str, ...] = ("MLFLOW_TRACKING_URI", "CLASFLOW_S3_ENDPOINT", "CLASFLOW_ARTIFACT_ROOT", "AWS_DEFAULT_REGION")
@@ -118,8 +120,10 @@ def _apply(task: dsl.PipelineTask, cluster: _Cluster | None, gpu: bool, gpus=1) 
                        backoff_max_duration=s.retry_backoff_max)
         kubernetes.add_node_selector_json(task, p["gpu_node_selector"])
         kubernetes.add_toleration_json(task, p["gpu_tolerations"])
-        kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=s.shm_size)
+        # No size_limit: /dev/shm is bounded by the memory limit below, a run parameter (see CLUSTER_PARAMETERS).
+        kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory")
         task.set_cpu_request(p["gpu_task_cpu"]).set_memory_request(p["gpu_task_memory"])
+        task.set_memory_limit(p["gpu_task_memory_limit"])
     else:
         task.set_cpu_request(p["cpu_task_cpu"]).set_memory_request(p["cpu_task_memory"])
     return task
@@ -162,6 +166,7 @@ def build_pipeline(cluster: bool, settings: ClusterSettings = DEFAULT_CLUSTER):
         gpu_tolerations: list = c_["gpu_tolerations"],
         gpu_task_cpu: str = c_["gpu_task_cpu"],
         gpu_task_memory: str = c_["gpu_task_memory"],
+        gpu_task_memory_limit: str = c_["gpu_task_memory_limit"],
         cpu_task_cpu: str = c_["cpu_task_cpu"],
         cpu_task_memory: str = c_["cpu_task_memory"],
         credentials_secret: str = c_["credentials_secret"],
@@ -169,7 +174,8 @@ def build_pipeline(cluster: bool, settings: ClusterSettings = DEFAULT_CLUSTER):
         image_pull_secret: Optional[str] = c_["image_pull_secret"],
     ):
         params = dict(gpu_resource=gpu_resource, gpu_node_selector=gpu_node_selector, gpu_tolerations=gpu_tolerations,
-                      gpu_task_cpu=gpu_task_cpu, gpu_task_memory=gpu_task_memory, cpu_task_cpu=cpu_task_cpu,
+                      gpu_task_cpu=gpu_task_cpu, gpu_task_memory=gpu_task_memory,
+                      gpu_task_memory_limit=gpu_task_memory_limit, cpu_task_cpu=cpu_task_cpu,
                       cpu_task_memory=cpu_task_memory, credentials_secret=credentials_secret, config_map=config_map,
                       image_pull_secret=image_pull_secret)
         k8s = _Cluster(settings, params) if cluster else None

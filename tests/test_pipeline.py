@@ -91,7 +91,7 @@ def test_cluster_settings_are_run_parameters():
         assert placeholder(resources["resourceMemoryRequest"]) == f"{kind}_task_memory", name
         # The task passes the pipeline parameter into the placeholder it uses.
         inputs = tasks[name]["inputs"]["parameters"]
-        for used in (f"{kind}_task_cpu", f"{kind}_task_memory") + (("gpu_resource",) if gpu else ()):
+        for used in (f"{kind}_task_cpu", f"{kind}_task_memory") + (("gpu_resource", "gpu_task_memory_limit") if gpu else ()):
             assert inputs[f"pipelinechannel--{used}"]["componentInputParameter"] in (used, f"pipelinechannel--{used}"), name
         env = {v["name"]: v["value"] for v in containers[name]["container"].get("env", [])}
         assert env.get("CLASFLOW_REQUIRE_GPU") == ("1" if gpu else None), name  # GPU tasks refuse to run on the CPU
@@ -108,9 +108,14 @@ def test_cluster_settings_are_run_parameters():
             # a preempted or evicted GPU pod is retried (a training resumes from its stored checkpoint)
             assert tasks[name]["retryPolicy"] == {"maxRetryCount": 3, "backoffDuration": "60s", "backoffFactor": 2.0,
                                                   "backoffMaxDuration": "3600s"}, name
-            assert e["emptyDirMounts"] == [{"medium": "Memory", "mountPath": "/dev/shm", "sizeLimit": "8Gi", "volumeName": "dshm"}]
+            # /dev/shm: memory-backed with no size of its own (the driver takes only a constant there), so
+            # the memory limit bounds it, and that limit is the gpu_task_memory_limit run parameter.
+            assert e["emptyDirMounts"] == [{"medium": "Memory", "mountPath": "/dev/shm", "volumeName": "dshm"}], name
+            assert placeholder(resources["resourceMemoryLimit"]) == "gpu_task_memory_limit", name
+            assert "memoryLimit" not in resources, name  # no constant beside the parameter
         else:
             assert "nodeSelector" not in e and "tolerations" not in e and "accelerator" not in resources, name
+            assert "emptyDirMounts" not in e and "resourceMemoryLimit" not in resources, name
             assert "retryPolicy" not in tasks[name], name
     from clasflow.images import image
 
@@ -118,8 +123,9 @@ def test_cluster_settings_are_run_parameters():
 
 
 def test_defaults_fit_a_common_gpu_node():
-    """8 vCPU / 32 GiB: the GPU task's requests plus its memory-backed /dev/shm leave room for the
-    kubelet's reservations and the GPU Operator's daemons."""
+    """8 vCPU / 32 GiB: the GPU task's requests leave room for the kubelet's reservations and the GPU
+    Operator's daemons; its memory limit (which also bounds its memory-backed /dev/shm) is at or above
+    the request, so the pod is valid, and within what such a node can give."""
     p = fq.CLUSTER_PARAMETERS
     gib = {"Gi": 1, "Mi": 1 / 1024}
 
@@ -127,8 +133,8 @@ def test_defaults_fit_a_common_gpu_node():
         return float(text[:-2]) * gib[text[-2:]]
 
     assert float(p["gpu_task_cpu"]) <= 8 - 1
-    assert size(p["gpu_task_memory"]) + size(fq.DEFAULT_CLUSTER.shm_size) <= 32
-    assert size(p["gpu_task_memory"]) <= 32 - 4
+    assert size(p["gpu_task_memory"]) <= size(p["gpu_task_memory_limit"]) <= 32 - 4
+    assert size(p["gpu_task_memory_limit"]) - size(p["gpu_task_memory"]) >= 4  # room for /dev/shm above the request
 
 
 def test_compile_with_pinned_images(tmp_path):
