@@ -118,6 +118,32 @@ def test_sigterm_writes_checkpoint_and_resume_matches(digits_data, tmp_path):
     assert not (arch / "interrupted").exists()
 
 
+def test_sigterm_on_an_epochs_last_step_finishes_the_epoch(digits_data, tmp_path, monkeypatch):
+    """A SIGTERM during an epoch's last step lets the epoch end (validation, best model) and
+    writes a complete checkpoint; the resumed run starts at the next epoch."""
+    from clasflow.engine import checkpoint as ckpt
+    from clasflow.engine import trainer
+    from clasflow.engine.trainer import TrainingInterrupted
+
+    real = trainer._equal_steps
+
+    def term_on_last_step_of_epoch_0(loader, steps, epoch):
+        for i, batch in enumerate(real(loader, steps, epoch)):
+            if epoch == 0 and i == steps - 1:
+                os.kill(os.getpid(), signal.SIGTERM)  # the trainer's handler only sets a flag
+            yield batch
+
+    monkeypatch.setattr(trainer, "_equal_steps", term_on_last_step_of_epoch_0)
+    cfg = _cfg(digits_data, f"model_save_dir={tmp_path}", "save_interval=2")  # epoch 0 writes no epoch checkpoint
+    with pytest.raises(TrainingInterrupted, match="after epoch 0"):
+        train(cfg, track=False)
+    meta = ckpt.read_meta(tmp_path / "MobileNetV3_small_x0_35" / "interrupted")
+    assert meta.complete and meta.epoch == 0 and "valid_top1" in meta.metrics and meta.next_position() == (1, 0)
+    monkeypatch.undo()
+    resumed = train(cfg.model_copy(update={"checkpoints": "auto"}), track=False)
+    assert [h["epoch"] for h in resumed.history] == [1] and (tmp_path / "MobileNetV3_small_x0_35" / "1").is_dir()
+
+
 def _teacher(tmp_path, classes=10):
     teacher = build_model("ResNet50_vd", class_num=classes)
     path = tmp_path / "teacher" / "ppcls.pdparams"

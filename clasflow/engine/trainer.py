@@ -281,6 +281,15 @@ def train(cfg: Config, *, run_name: str = "train", track: bool = True, trust: bo
     final: dict[str, float] = {}
     global_step = start_epoch * steps + start_step
     k = cfg.topk
+    def _interrupted(meta: ckpt.CheckpointMeta, where: str) -> None:
+        """Write (rank 0) and store the ``interrupted`` checkpoint, then stop."""
+        if is_main:
+            folder = ckpt.save_checkpoint(arch_dir / "interrupted", model, optimizer, meta, scaler=scaler)
+            log.warning("checkpoint written to %s; resume with -o checkpoints=%s/%s", folder, folder, ckpt.PREFIX)
+            if on_checkpoint is not None:
+                on_checkpoint(folder)
+        raise TrainingInterrupted(f"stopped by SIGTERM {where}; checkpoint in {arch_dir / 'interrupted'}")
+
     with tracker, _Sigterm() as sigterm:
         tracker.log_artifact(arch_dir / "config.resolved.yaml")
         for epoch in range(start_epoch, cfg.epochs):
@@ -324,15 +333,9 @@ def train(cfg: Config, *, run_name: str = "train", track: bool = True, trust: bo
                         log.info(_log_line(epoch, "train", step, values | {"lr": lr, "reader_cost": reader_cost}, time.time() - tic))
                     bar.advance(n)
                     tic = time.time()
-                    if sigterm.received:
-                        if is_main:
-                            meta = ckpt.CheckpointMeta(epoch, step + 1, global_step, config_hash, {"best_epoch": best_epoch},
-                                                       best_top1, complete=step + 1 == epoch_steps)
-                            folder = ckpt.save_checkpoint(arch_dir / "interrupted", model, optimizer, meta, scaler=scaler)
-                            log.warning("checkpoint written to %s; resume with -o checkpoints=%s/%s", folder, folder, ckpt.PREFIX)
-                            if on_checkpoint is not None:
-                                on_checkpoint(folder)
-                        raise TrainingInterrupted(f"stopped by SIGTERM at epoch {epoch} step {step}; checkpoint in {arch_dir / 'interrupted'}")
+                    if sigterm.received and step + 1 < epoch_steps:  # on an epoch's last step, the epoch is finished first
+                        _interrupted(ckpt.CheckpointMeta(epoch, step + 1, global_step, config_hash, {"best_epoch": best_epoch},
+                                                         best_top1, complete=False), f"at epoch {epoch} step {step}")
             total = all_reduce_sum(sums.read())  # the epoch's one wait for the device
             elapsed = max(time.time() - epoch_tic, 1e-9)
             epoch_metrics = {"train_loss": total[0] / max(total[3], 1), "lr": lr, "images_per_sec": total[3] / elapsed}
@@ -354,13 +357,19 @@ def train(cfg: Config, *, run_name: str = "train", track: bool = True, trust: bo
             history.append({"epoch": epoch, **epoch_metrics})
             final = epoch_metrics
             last_epoch = epoch == cfg.epochs - 1
-            if is_main and ((epoch + 1) % cfg.save_interval == 0 or last_epoch):
+            saves = (epoch + 1) % cfg.save_interval == 0 or last_epoch
+            if is_main and saves:
                 meta = ckpt.CheckpointMeta(epoch, 0, global_step, config_hash, epoch_metrics | {"best_epoch": best_epoch}, best_top1)
                 folder = ckpt.save_checkpoint(arch_dir / str(epoch), model, optimizer, meta, scaler=scaler)
                 if (arch_dir / "interrupted").exists():
                     shutil.rmtree(arch_dir / "interrupted", ignore_errors=True)
                 if on_checkpoint is not None:
                     on_checkpoint(folder)
+            if sigterm.received and not last_epoch:  # it came during the epoch's last step
+                if not saves:
+                    _interrupted(ckpt.CheckpointMeta(epoch, 0, global_step, config_hash, epoch_metrics | {"best_epoch": best_epoch},
+                                                     best_top1), f"after epoch {epoch}")
+                raise TrainingInterrupted(f"stopped by SIGTERM after epoch {epoch}; checkpoint in {arch_dir / str(epoch)}")
         if final:
             tracker.log_metrics({"final_valid_top1": final.get("valid_top1", 0.0), "best_valid_top1": best_top1}, step=cfg.epochs - 1)
         if (arch_dir / "best_model").is_dir():
