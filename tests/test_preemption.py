@@ -150,8 +150,9 @@ def test_step_resumes_from_the_store_on_a_fresh_folder(step_env, step_dataset, t
     _assert_same_weights(tmp_path / "b" / "final" / "ppcls.pdparams", reference)
     assert _stored(s3, "p1") == []
 
-    # SIGTERM (what Kubernetes sends before evicting): the interrupted checkpoint is stored before the exit
-    log = _signal_on(_step(script, step_dataset, tmp_path / "c", "p2"), r"stored checkpoint 0 in", signal.SIGTERM)
+    # SIGTERM (what Kubernetes sends before evicting) early in epoch 1: the interrupted checkpoint is stored
+    # before the exit (a SIGTERM on an epoch's last step would finish the epoch and store it instead)
+    log = _signal_on(_step(script, step_dataset, tmp_path / "c", "p2"), r"epoch:1 train step:0 ", signal.SIGTERM)
     assert "stopped by SIGTERM" in log, log[-3000:]
     stored = _stored(s3, "p2")
     assert any(p.startswith("interrupted/") and p.endswith("manifest.json") for p in stored), stored
