@@ -157,5 +157,5 @@ chart-sync:
 	if test -f $(RELEASE_PINS); then cp $(RELEASE_PINS) charts/clasflow/files/release.env; else rm -f charts/clasflow/files/release.env; fi
 
 lint-chart: setup
-	$(BIN)/helm lint --strict charts/clasflow -f tests/chart-test-values.yaml
+	$(BIN)/helm lint --strict charts/clasflow
 	$(BIN)/hadolint --failure-threshold error images/*.Dockerfile

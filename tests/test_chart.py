@@ -33,8 +33,8 @@ KUBE_VERSIONS = ("1.29.0", "1.37.0")
 RELEASE = "clasflow"
 NAMESPACE = "ml"
 
-# Every render gets a well-formed MinIO digest (placeholder; the chart requires one, see the file).
-TEST_VALUES = ["-f", str(REPO / "tests" / "chart-test-values.yaml")]
+# The chart's MinIO pin (values.yaml names its sources): the last community image, on quay.io.
+MINIO_PIN = "quay.io/minio/minio@sha256:14cea493d9a34af32f524e538b8346cf79f3321eff8e708c1e2960462bd8936e"
 SCENARIOS = ["default"] + sorted(p.name.removesuffix("-values.yaml") for p in CI_VALUES.glob("*-values.yaml"))
 DOCUMENTED = {"external-s3", "postgres", "ingress-tls", "kfp-upload", "existing-secret", "gpu",
               "gpu-cluster", "external-mlflow", "multi-user", "mlflow-auth"}
@@ -47,7 +47,7 @@ def _tool(path: Path) -> str:
 
 
 def _values_args(scenario: str) -> list[str]:
-    return TEST_VALUES + ([] if scenario == "default" else ["-f", str(CI_VALUES / f"{scenario}-values.yaml")])
+    return [] if scenario == "default" else ["-f", str(CI_VALUES / f"{scenario}-values.yaml")]
 
 
 def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
@@ -56,14 +56,13 @@ def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, **kw)
 
 
-def helm_template(*args: str, pinned: bool = True) -> subprocess.CompletedProcess:
-    return _run([_tool(HELM), "template", RELEASE, str(CHART), "--namespace", NAMESPACE,
-                 *(TEST_VALUES if pinned else []), *args])
+def helm_template(*args: str) -> subprocess.CompletedProcess:
+    return _run([_tool(HELM), "template", RELEASE, str(CHART), "--namespace", NAMESPACE, *args])
 
 
 @lru_cache(maxsize=None)
 def rendered(scenario: str) -> str:
-    proc = helm_template(*_values_args(scenario), pinned=False)
+    proc = helm_template(*_values_args(scenario))
     assert proc.returncode == 0, f"helm template ({scenario}) failed:\n{proc.stderr}"
     return proc.stdout
 
@@ -291,8 +290,7 @@ def test_default_install():
     assert set(one("default", "Secret", "clasflow-credentials")["data"]) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
 
     minio = one("default", "Deployment", "clasflow-minio")["spec"]["template"]["spec"]["containers"][0]
-    pin = yaml.safe_load(Path(TEST_VALUES[1]).read_text())["minio"]["image"]["digest"]
-    assert minio["image"] == f"minio/minio@{pin}"
+    assert minio["image"] == MINIO_PIN  # by digest; the tag is informational
     assert env_of(minio)["MINIO_ROOT_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
         "name": "clasflow-credentials", "key": "AWS_SECRET_ACCESS_KEY"}
     assert one("default", "PersistentVolumeClaim", "clasflow-minio")["spec"]["resources"]["requests"]["storage"] == "50Gi"
@@ -541,7 +539,7 @@ def test_the_chart_pods_run_the_released_digests(tmp_path):
     (chart / "files" / "release.env").write_text("".join(f"{n}={r}\n" for n, r in pins.items()))
 
     def images(*values):
-        proc = _run([_tool(HELM), "template", RELEASE, str(chart), "-n", NAMESPACE, *TEST_VALUES,
+        proc = _run([_tool(HELM), "template", RELEASE, str(chart), "-n", NAMESPACE,
                      "--set", "kfp.uploadPipeline.enabled=true", *values])
         assert proc.returncode == 0, proc.stderr
         docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
@@ -559,11 +557,18 @@ def test_the_chart_pods_run_the_released_digests(tmp_path):
 
 
 def test_minio_must_be_pinned_by_digest():
-    proc = helm_template(pinned=False)
+    """A mirror set without its digest (or with a tag instead) is refused with the fix, not run by tag."""
+    mirror = ("--set", "minio.image.repository=registry.example.com/mirror/minio")
+    proc = helm_template(*mirror, "--set", "minio.image.digest=")
     assert proc.returncode != 0
     assert "minio.image.digest is required" in proc.stderr and "no longer publishes community images" in proc.stderr
-    assert helm_template("--set", "minio.enabled=false", "--set", "externalS3.endpoint=https://s3.example.com",
-                         "--set", "externalS3.existingSecret=s3", pinned=False).returncode == 0
+    assert "crane digest registry.example.com/mirror/minio:RELEASE.2025-09-07T16-13-09Z" in proc.stderr
+    proc = helm_template(*mirror, "--set", "minio.image.digest=RELEASE.2025-09-07T16-13-09Z")  # a tag is no digest
+    assert proc.returncode != 0 and "'/minio/image/digest'" in proc.stderr and "does not match pattern" in proc.stderr
+    assert helm_template("--set", "minio.enabled=false", "--set", "minio.image.digest=", "--set",
+                         "externalS3.endpoint=https://s3.example.com", "--set", "externalS3.existingSecret=s3").returncode == 0
+    mirrored = helm_template(*mirror)  # `crane copy` keeps the digest: only the repository changes
+    assert mirrored.returncode == 0 and f'image: "registry.example.com/mirror/minio@{MINIO_PIN.split("@")[1]}"' in mirrored.stdout
 
 
 def test_external_mlflow():
@@ -583,7 +588,7 @@ def test_gpu_cluster_example_from_the_docs():
 
 
 def _notes(*values: str) -> str:
-    proc = _run([_tool(HELM), "install", RELEASE, str(CHART), "--dry-run=client", "--namespace", NAMESPACE, *TEST_VALUES, *values])
+    proc = _run([_tool(HELM), "install", RELEASE, str(CHART), "--dry-run=client", "--namespace", NAMESPACE, *values])
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.split("NOTES:", 1)[1]
 

@@ -172,8 +172,7 @@ def _helm(*args: str, env: dict[str, str] | None = None) -> subprocess.Completed
         pytest.fail(f"{HELM} is missing: run `make setup` (it installs helm into the venv)")
     env = {**(env or os.environ), "HELM_CACHE_HOME": "/tmp/clasflow-helm/cache", "HELM_CONFIG_HOME": "/tmp/clasflow-helm/config",
            "HELM_DATA_HOME": "/tmp/clasflow-helm/data"}
-    return subprocess.run([str(HELM), "template", "clasflow", str(REPO / "charts" / "clasflow"), "--namespace", "ml",
-                           "-f", str(REPO / "tests" / "chart-test-values.yaml"), *args],
+    return subprocess.run([str(HELM), "template", "clasflow", str(REPO / "charts" / "clasflow"), "--namespace", "ml", *args],
                           capture_output=True, text=True, timeout=120, env=env)
 
 

@@ -185,7 +185,7 @@ affinity:
 {{/* Values that cannot work together: fail with a message that says what to set. */}}
 {{- define "clasflow.validate" -}}
 {{- if and .Values.minio.enabled (not (regexMatch "^sha256:[0-9a-f]{64}$" .Values.minio.image.digest)) }}
-{{- fail (printf "minio.image.digest is required (sha256:<64 hex>): MinIO no longer publishes community images, so pin the image you build or mirror, e.g. `docker buildx imagetools inspect %s:%s` prints its digest; or set minio.enabled=false and use externalS3 (see docs/gpu-cluster.md)" .Values.minio.image.repository .Values.minio.image.tag) }}
+{{- fail (printf "minio.image.digest is required (sha256:<64 hex>): MinIO no longer publishes community images, so pin the image you mirror or build, e.g. `crane digest %s:%s` prints its digest; or set minio.enabled=false and use externalS3 (see docs/gpu-cluster.md)" .Values.minio.image.repository .Values.minio.image.tag) }}
 {{- end }}
 {{- if not .Values.minio.enabled }}
 {{- if not .Values.externalS3.endpoint }}
