@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 SHM_MIN = 1 << 30  # below this, DALI and data-loader workers run short of shared memory
+STATUSES = ("ok", "warn", "failed", "n/a", "skipped")
 
 
 class NotApplicable(Exception):

@@ -424,12 +424,12 @@ def export_step(name: str, dataset_dir: str, model_dir: str, out_dir: str, profi
 
 def benchmark_step(model_dir: str, out_json: str, dataset_dir: str = "", backends: str = "paddle,onnxruntime",
                    precisions: str = "fp32", batch_sizes: str = "1,4", repeats: int = 50,
-                   profile: Profile | None = None, journal_dir: str = "") -> dict[str, float]:
+                   profile: Profile | None = None, *, journal_dir: str) -> dict[str, float]:
     """Benchmark an exported model on real validation images: on the GPU when there is one (the
     rest reported as skipped with the reason). Its own MLflow run (metrics ``benchmark/...``, apart
     from the training curves) holds the figures and the ok/skipped/failed counts, also returned as
-    the step's metrics. Fails, after recording all that, when nothing useful was measured: no
-    result ``ok``, or on a GPU no GPU result ``ok``."""
+    the step's metrics; its journal is kept in `journal_dir`. Fails, after recording all that, when
+    nothing useful was measured: no result ``ok``, or on a GPU no GPU result ``ok``."""
     from clasflow.benchmark import BACKENDS, PRECISIONS, BenchSettings, parse_batch_sizes, parse_choices, run_benchmark, write_report
     from clasflow.engine.runtime import check_gpu_requirement, device_tags, gpu_available
 
@@ -446,7 +446,6 @@ def benchmark_step(model_dir: str, out_json: str, dataset_dir: str = "", backend
         data_dir=dataset_dir or None,
     )
     from clasflow.benchmark import metric_tag, mlflow_metrics
-    from clasflow.tracking import JOURNAL, Tracker
 
     profile = profile or Profile()
     profile.env()
@@ -457,16 +456,9 @@ def benchmark_step(model_dir: str, out_json: str, dataset_dir: str = "", backend
     counts["benchmark/gpu_ok"] = float(gpu_ok)
     reasons = {f"clasflow.benchmark.{r['status']}.{metric_tag(r)}": str(r.get("reason"))[:5000]
                for r in report["results"] if r["status"] != "ok"}
-    with tempfile.TemporaryDirectory() as scratch:
-        journal_dir = journal_dir or scratch
-        with Tracker("benchmark", journal_dir=journal_dir,
-                     tags={"clasflow.stage": "benchmark", **device_tags(device), **reasons}) as tracker:
-            tracker.log_metrics({**mlflow_metrics(report), **counts}, step=0)
-            shutil.copyfile(out_json, Path(scratch) / "benchmark.json")  # the name the report reads
-            tracker.log_artifact(Path(scratch) / "benchmark.json")
-        publish(out_json, "benchmark.json", profile)
-        metrics = {k.removeprefix("benchmark/"): v for k, v in counts.items()}
-        keep_journal(Path(journal_dir) / JOURNAL, publish(journal_dir, "mlflow/benchmark", profile), metrics)
+    metrics = {k.removeprefix("benchmark/"): v for k, v in counts.items()}
+    _track("benchmark", {**mlflow_metrics(report), **counts}, out_json, "benchmark.json",
+           {**device_tags(device), **reasons}, profile, journal_dir, metrics)
     problem = ("no result is ok" if report["summary"]["ok"] == 0 else
                "on a GPU, no GPU result is ok" if device == "gpu" and gpu_ok == 0 else "")
     if problem:
@@ -475,22 +467,30 @@ def benchmark_step(model_dir: str, out_json: str, dataset_dir: str = "", backend
     return metrics
 
 
-def _track(stage: str, metrics: dict[str, float], json_file: str, name: str, tags: dict[str, str]) -> None:
-    """One MLflow run of a step: its metrics and its JSON result as ``name`` (the report reads it)."""
-    from clasflow.tracking import Tracker
+def _track(stage: str, metrics: dict[str, float], json_file: str, name: str, tags: dict[str, str], profile: Profile,
+           journal_dir: str, step_metrics: dict[str, float]) -> None:
+    """One MLflow run of a step: its metrics and its JSON result as ``name`` (the report reads it),
+    published beside the pipeline run's artifacts. Its journal, with that JSON beside it for a later
+    sync, is kept in `journal_dir` (the step's artifact) and as ``mlflow/<stage>`` in the object
+    store, and counted in `step_metrics` (see `keep_journal`)."""
+    from clasflow.tracking import JOURNAL, Tracker
 
-    with tempfile.TemporaryDirectory() as tmp, Tracker(stage, journal_dir=tmp, tags={"clasflow.stage": stage, **tags}) as tracker:
+    Path(journal_dir).mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(json_file, Path(journal_dir) / name)
+    with Tracker(stage, journal_dir=journal_dir, tags={"clasflow.stage": stage, **tags}) as tracker:
         tracker.log_metrics(metrics, step=0)
-        shutil.copyfile(json_file, Path(tmp) / name)
-        tracker.log_artifact(Path(tmp) / name)
+        tracker.log_artifact(Path(journal_dir) / name)
+    publish(json_file, name, profile)
+    keep_journal(Path(journal_dir) / JOURNAL, publish(journal_dir, f"mlflow/{stage}", profile), step_metrics)
 
 
 def parity_step(name: str, dataset_dir: str, model_dir: str, inference_dir: str, out_json: str, profile: Profile,
                 tolerances: dict[str, float] | None = None, backends: str = "paddle,paddle-trt,onnxruntime,onnxruntime-trt,tensorrt",
-                precisions: str = "fp32,fp16,int8") -> dict[str, Any]:
+                precisions: str = "fp32,fp16,int8", *, journal_dir: str) -> tuple[dict[str, Any], dict[str, float]]:
     """The parity gate: the export scored on the validation list through every backend and precision,
     against the dygraph eval of the same checkpoint (OpenCV loader: the decoding the export's
-    preprocessing uses). Recorded (JSON, MLflow) before `check_parity` decides."""
+    preprocessing uses). Recorded (JSON, MLflow; the journal kept in `journal_dir`) before
+    `check_parity` decides; returns the report and the step's metrics (with ``mlflow_pending``)."""
     from clasflow.benchmark import BACKENDS, PRECISIONS, parse_choices
     from clasflow.engine.runtime import check_gpu_requirement, device_tags, gpu_available
     from clasflow.engine.trainer import evaluate
@@ -508,10 +508,10 @@ def parity_step(name: str, dataset_dir: str, model_dir: str, inference_dir: str,
     report["dygraph"] = {"top1": dygraph["top1"], "loader": "opencv", "checkpoint": str(Path(model_dir) / "best_model" / "ppcls")}
     gate(report, dygraph["top1"], tolerances)
     write_text_atomic(out_json, json.dumps(report, indent=2) + "\n")
-    _track("parity", {f"parity.{k}": v for k, v in metrics(report).items()}, out_json, "parity.json",
-           device_tags("gpu" if gpu_available() else "cpu"))
-    publish(out_json, "parity.json", profile)
-    return report
+    step_metrics = metrics(report)
+    _track("parity", {f"parity.{k}": v for k, v in step_metrics.items()}, out_json, "parity.json",
+           device_tags("gpu" if gpu_available() else "cpu"), profile, journal_dir, step_metrics)
+    return report, step_metrics
 
 
 def check_parity(report: dict[str, Any]) -> None:
@@ -572,22 +572,21 @@ def undelivered_journals(profile: Profile) -> list[str]:
     return lines
 
 
-def doctor_step(out_json: str, require_gpu: bool, profile: Profile | None = None) -> dict[str, Any]:
-    """`clasflow doctor` before any training: its JSON is the step's artifact and goes to MLflow;
-    a failed check fails the step, so a broken node stops the run in a minute, not after hours."""
-    from clasflow.doctor import run
-    from clasflow.tracking import Tracker
+def doctor_step(out_json: str, require_gpu: bool, profile: Profile | None = None, *, journal_dir: str,
+                checks: list[str] | None = None) -> dict[str, float]:
+    """`clasflow doctor` (all checks, or `checks`) before any training: its JSON is the step's
+    artifact and goes to MLflow (the journal kept in `journal_dir`); a failed check fails the step,
+    after all that, so a broken node stops the run in a minute, not after hours. Returns the step's
+    metrics: the count of rows per status (``doctor.<status>``) and ``mlflow_pending``."""
+    from clasflow.doctor import STATUSES, run
 
     profile = profile or Profile()
     profile.env()
-    code = run(require_gpu=require_gpu, out=out_json)
+    code = run(require_gpu=require_gpu, checks=checks, out=out_json)
     report = json.loads(Path(out_json).read_text())
-    counts = {f"doctor.{s}": float(sum(r["status"] == s for r in report["rows"])) for s in ("ok", "warn", "failed", "n/a")}
-    with tempfile.TemporaryDirectory() as journal, Tracker("doctor", journal_dir=journal, tags={"clasflow.stage": "doctor"}) as tracker:
-        tracker.log_metrics(counts, step=0)
-        tracker.log_artifact(out_json)
-    publish(out_json, "doctor.json", profile)
+    metrics = {f"doctor.{s}": float(sum(r["status"] == s for r in report["rows"])) for s in STATUSES}
+    _track("doctor", dict(metrics), out_json, "doctor.json", {}, profile, journal_dir, metrics)
     if code != 0:
         failed = [f"{r['check']}: {r['detail']}" for r in report["rows"] if r["status"] == "failed"]
         raise ClasflowError("clasflow doctor failed on this node:\n  " + "\n  ".join(failed))
-    return report
+    return metrics

@@ -15,7 +15,8 @@ Every call goes through a local journal (``<dir>/mlflow-journal.jsonl``) first a
 the server answers; while it does not, training goes on, points stay in the journal and are sent
 when the server is back or at the end (`Tracker.close`). What was delivered (the run id and the
 count of records) is kept beside it (``mlflow-journal.jsonl.state.json``), so `sync_journal`
-later sends exactly the rest, into the same run. Points keep their own timestamps and steps,
+later sends exactly the rest, into the same run (an artifact whose file is gone is taken from
+beside the journal, where the pipeline steps keep a copy). Points keep their own timestamps and steps,
 so the history in MLflow is the same as if nothing had happened.
 """
 
@@ -224,12 +225,15 @@ class Tracker:
             client.log_batch(run_id, metrics=[Metric(k, v, record["ts"], record["step"]) for k, v in record["metrics"].items()])
         elif op == "artifact":
             path = Path(record["path"])
+            if not path.exists():  # synced after the step's folders went, or elsewhere: the copy beside the journal
+                path = self.journal.parent / path.name
             if path.is_dir():
                 client.log_artifacts(run_id, str(path), record["artifact_path"])
             elif path.is_file():
                 client.log_artifact(run_id, str(path), record["artifact_path"])
-            else:  # a journal synced after its step's folders were deleted, or on another machine
-                log.warning("MLflow: artifact %s no longer exists; run %s goes without it", path, run_id)
+            else:
+                log.warning("MLflow: artifact %s no longer exists (nor beside the journal); run %s goes without it",
+                            record["path"], run_id)
         elif op == "end" and self.owns_run:
             client.set_terminated(run_id, record["status"])
         # "start" only carries what _ensure_run needs
@@ -334,10 +338,7 @@ def sync_journal(journal: str | os.PathLike) -> int:
         import tempfile
 
         with tempfile.TemporaryDirectory() as tmp:
-            local = Path(tmp) / JOURNAL
-            storage.download(str(journal), local)
-            write_state(local, published=str(journal))
-            return sync_journal(local)
+            return sync_journal(_fetch_published(str(journal), Path(tmp)))
     if not Path(journal).is_file():
         raise ClasflowError(f"{journal}: no such journal (an {JOURNAL} written by a clasflow run)")
     published = read_state(journal).get("published")
@@ -351,6 +352,21 @@ def sync_journal(journal: str | os.PathLike) -> int:
     if not delivered:
         raise ClasflowError(f"MLflow at {tracking_uri()} is still unreachable; {journal} is kept ({tracker.pending()} records)")
     return tracker.sent - before
+
+
+def _fetch_published(uri: str, folder: Path) -> Path:
+    """The object-store copy of a journal into `folder`, with the files it logs that are kept beside it."""
+    from clasflow import storage
+
+    local = storage.download(uri, folder / JOURNAL)
+    write_state(local, published=uri)
+    beside = uri.rsplit("/", 1)[0]
+    for line in local.read_text(encoding="utf-8").splitlines():
+        record = json.loads(line) if line.strip() else {}
+        name = Path(record.get("path", "")).name
+        if record.get("op") == "artifact" and name and storage.exists(f"{beside}/{name}"):
+            storage.download(f"{beside}/{name}", folder / name)
+    return local
 
 
 def _take_published_state(journal: Path, published: str) -> None:

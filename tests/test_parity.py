@@ -99,8 +99,9 @@ def test_parity_gate_passes_within_two_images_and_fails_on_swapped_mean_std(expo
     monkeypatch.delenv("CLASFLOW_ARTIFACT_ROOT", raising=False)
     data, model, export = exported
     profile = Profile("demo", image_size=32, experiment="parity", pipeline_run="p1")
-    report = parity_step(NAME, str(data), str(model), str(export), str(tmp_path / "good.json"), profile,
-                         backends="paddle,onnxruntime,tensorrt", precisions="fp32,int8")
+    report, metrics = parity_step(NAME, str(data), str(model), str(export), str(tmp_path / "good.json"), profile,
+                                  backends="paddle,onnxruntime,tensorrt", precisions="fp32,int8", journal_dir=str(tmp_path / "j1"))
+    assert metrics["mlflow_pending"] == 0 and metrics["passed"] == 1.0 and metrics["ran"] == 2.0
     check_parity(report)  # passes: tensorrt and int8 are skipped here, reported, not failed
     g = report["gate"]
     assert g["passed"] and g["ran"] == 2 and g["dygraph_top1"] > 0.9
@@ -113,8 +114,9 @@ def test_parity_gate_passes_within_two_images_and_fails_on_swapped_mean_std(expo
     assert any("tensorrt/gpu/fp32" in s for s in g["skipped"]) and any("paddle/cpu/int8" in s for s in g["skipped"])
     assert json.loads((tmp_path / "good.json").read_text())["gate"]["passed"] is True
 
-    bad = parity_step(NAME, str(data), str(model), str(_swapped_copy(export, tmp_path / "swapped")),
-                      str(tmp_path / "bad.json"), profile, backends="paddle,onnxruntime", precisions="fp32")
+    bad, _ = parity_step(NAME, str(data), str(model), str(_swapped_copy(export, tmp_path / "swapped")),
+                         str(tmp_path / "bad.json"), profile, backends="paddle,onnxruntime", precisions="fp32",
+                         journal_dir=str(tmp_path / "j2"))
     assert not bad["gate"]["passed"]
     for r in bad["results"]:
         assert r["verdict"] == "fail" and r["delta_points"] < -10, r  # far beyond parity_fp32's 0.3 points

@@ -51,15 +51,26 @@ def _profile(run: str, experiment: str) -> steps.Profile:
     return steps.Profile("demo", image_size=32, epochs=2, batch_size=16, num_workers=0, experiment=experiment, pipeline_run=run)
 
 
+# The doctor's checks in these steps: those that need no MLflow (with MLflow down its own check
+# fails the doctor, as it should; tests/test_doctor.py has that) and no seconds of Paddle imports.
+DOCTOR_CHECKS = ["shm", "object-store"]
+
+
 def _run_steps(data, tmp: Path, profile: steps.Profile, export: bool = True) -> dict[str, dict]:
+    """The pipeline's steps in its order, each with its journal where its component keeps it."""
     dataset, weights = data
-    out = {"train": steps.train_step(CONFIG, str(dataset), str(tmp / "model"), profile, [str(weights)])}
+    out = {"doctor": steps.doctor_step(str(tmp / "doctor.json"), False, profile, journal_dir=str(tmp / "doctor-journal"),
+                                       checks=DOCTOR_CHECKS)}
+    out["train"] = steps.train_step(CONFIG, str(dataset), str(tmp / "model"), profile, [str(weights)])
     out["eval"] = steps.eval_step(CONFIG, str(dataset), str(tmp / "model"), profile, str(tmp / "eval-journal"))
     model_dir = tmp / "export"
     if export:
         steps.export_step(CONFIG, str(dataset), str(tmp / "model"), str(model_dir), profile, onnx=False)
         out["benchmark"] = steps.benchmark_step(str(model_dir), str(tmp / "bench.json"), str(dataset), "paddle", "fp32", "1",
                                                 repeats=3, profile=profile, journal_dir=str(tmp / "bench-journal"))
+        _, out["parity"] = steps.parity_step(CONFIG, str(dataset), str(tmp / "model"), str(model_dir), str(tmp / "parity.json"),
+                                             profile, backends="paddle", precisions="fp32",
+                                             journal_dir=str(tmp / "parity-journal"))
     return out
 
 
@@ -90,10 +101,16 @@ def test_without_the_plugin_one_parent_per_pipeline_run_and_artifacts_under_it(d
     parents = [r for r in runs if r.data.tags["clasflow.stage"] == "pipeline"]
     assert len(parents) == 1 and parents[0].info.run_name == "run-a" and parents[0].info.status == "FINISHED"
     children = {r.info.run_name: r for r in runs if r.data.tags["clasflow.stage"] != "pipeline"}
-    assert set(children) == {CONFIG, f"eval-{CONFIG}", "benchmark"}
+    assert set(children) == {"doctor", CONFIG, f"eval-{CONFIG}", "benchmark", "parity"}
     for name, run in children.items():
-        assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id, name
-        assert run.data.tags["clasflow.device"] == "cpu" and run.info.status == "FINISHED", name
+        assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id and run.info.status == "FINISHED", name
+        assert run.data.tags.get("clasflow.device") == (None if name == "doctor" else "cpu"), name  # the doctor imports no Paddle
+    assert children["doctor"].data.metrics == {"doctor.ok": 2, "doctor.warn": 0, "doctor.failed": 0, "doctor.n/a": 0,
+                                               "doctor.skipped": 0}
+    assert [a.path for a in client.list_artifacts(children["doctor"].info.run_id)] == ["doctor.json"]
+    assert [a.path for a in client.list_artifacts(children["parity"].info.run_id)] == ["parity.json"]
+    assert children["parity"].data.metrics["parity.ran"] == 1
+    assert {step: m["mlflow_pending"] for step, m in metrics["run-a"].items()} == dict.fromkeys(metrics["run-a"], 0.0)
     train = children[CONFIG]
     assert train.data.tags["clasflow.loader.TRAIN"] in ("dali-cpu", "opencv")
     assert [m.step for m in client.get_metric_history(train.info.run_id, "valid_top1")] == [0, 1]
@@ -113,12 +130,18 @@ def test_without_the_plugin_one_parent_per_pipeline_run_and_artifacts_under_it(d
         mine = {k.removeprefix(prefix).split("/")[0] for k in keys if k.startswith(prefix)}
         assert {"models", "mlflow", "report"} <= mine, (run, mine)
         assert s3_env.uri(f"artifacts/runs/{run}/models/{CONFIG}/mlflow-journal.jsonl") in keys
+        assert s3_env.uri(f"artifacts/runs/{run}/mlflow/doctor/mlflow-journal.jsonl") in keys
         assert s3_env.uri(f"artifacts/runs/{run}/report/report.html") in keys
     assert s3_env.uri(f"artifacts/runs/run-a/exported/{CONFIG}/inference.yml") in keys
     assert s3_env.uri("artifacts/runs/run-a/benchmark.json") in keys
+    assert s3_env.uri("artifacts/runs/run-a/mlflow/parity/mlflow-journal.jsonl") in keys
 
 
 def test_tracking_down_for_the_whole_steps_then_synced_loses_no_point(data, tmp_path, s3_env, monkeypatch, caplog):
+    """Every step's journal is kept twice, in its artifact and in the object store; both copies are
+    synced (by path and by s3:// URI, in both orders) once the server is up: every point arrives
+    once, and the JSON results the report reads arrive with them (the s3:// ones from beside the
+    journal: their local files are gone, as on another machine)."""
     from mlflow.tracking import MlflowClient
 
     (tmp_path / "srv").mkdir()
@@ -130,19 +153,26 @@ def test_tracking_down_for_the_whole_steps_then_synced_loses_no_point(data, tmp_
     profile = _profile("offline-run", "offline")
     with caplog.at_level(logging.WARNING, logger="clasflow"):
         metrics = _run_steps(data, tmp_path, profile)
-    journals = {"train": tmp_path / "model" / tracking.JOURNAL, "eval": tmp_path / "eval-journal" / tracking.JOURNAL,
-                "benchmark": tmp_path / "bench-journal" / tracking.JOURNAL}
-    uris = {"train": s3_env.uri(f"artifacts/runs/offline-run/models/{CONFIG}/{tracking.JOURNAL}"),
-            "eval": s3_env.uri(f"artifacts/runs/offline-run/mlflow/eval-{CONFIG}/{tracking.JOURNAL}"),
-            "benchmark": s3_env.uri(f"artifacts/runs/offline-run/mlflow/benchmark/{tracking.JOURNAL}")}
+    journals = {"doctor": tmp_path / "doctor-journal", "train": tmp_path / "model", "eval": tmp_path / "eval-journal",
+                "benchmark": tmp_path / "bench-journal", "parity": tmp_path / "parity-journal"}
+    journals = {step: folder / tracking.JOURNAL for step, folder in journals.items()}
+    run_root = "artifacts/runs/offline-run"
+    uris = {"doctor": s3_env.uri(f"{run_root}/mlflow/doctor/{tracking.JOURNAL}"),
+            "train": s3_env.uri(f"{run_root}/models/{CONFIG}/{tracking.JOURNAL}"),
+            "eval": s3_env.uri(f"{run_root}/mlflow/eval-{CONFIG}/{tracking.JOURNAL}"),
+            "benchmark": s3_env.uri(f"{run_root}/mlflow/benchmark/{tracking.JOURNAL}"),
+            "parity": s3_env.uri(f"{run_root}/mlflow/parity/{tracking.JOURNAL}")}
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     for step, journal in journals.items():
         left = tracking.pending(journal)
         assert left > 0 and metrics[step]["mlflow_pending"] == left, step
-        assert any(f"clasflow tracking sync {uris[step]}" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING), step
+        assert any(f"clasflow tracking sync {uris[step]}" in w for w in warnings), step
         assert storage.exists(uris[step]), step
     assert json.loads((tmp_path / "model" / "metrics.json").read_text())["mlflow_pending"] == metrics["train"]["mlflow_pending"]
     expected = {step: _points(journal) for step, journal in journals.items()}
     assert all(expected.values())
+    for name in ("doctor.json", "benchmark.json"):  # synced below by s3:// URI, as from another machine
+        next(tmp_path.glob(f"*-journal/{name}")).unlink()
 
     with server:
         from clasflow.cli import main
@@ -150,26 +180,36 @@ def test_tracking_down_for_the_whole_steps_then_synced_loses_no_point(data, tmp_
         assert main(["tracking", "sync", str(journals["train"])]) == 0  # by path
         steps.report_step(str(tmp_path / "report.html"), str(tmp_path / "report.md"), profile)
         md = (tmp_path / "report.md").read_text()
-        assert "## Warnings" in md and f"clasflow tracking sync {uris['eval']}" in md and f"clasflow tracking sync {uris['benchmark']}" in md
+        assert "## Warnings" in md
+        for step in ("doctor", "eval", "benchmark", "parity"):
+            assert f"clasflow tracking sync {uris[step]}" in md, step
         assert uris["train"] not in md  # delivered: no longer listed
-        for step in ("eval", "benchmark"):  # by s3:// URI, the copy in the object store
+        for step in ("doctor", "eval", "benchmark"):  # the object store's copy first, then the step artifact's
             assert main(["tracking", "sync", uris[step]]) == 0
-            assert tracking.sync_journal(uris[step]) == 0  # the state went back with it: nothing sent twice
-        assert tracking.sync_journal(journals["train"]) == 0
+            assert tracking.sync_journal(journals[step]) == 0, step
+            assert tracking.sync_journal(uris[step]) == 0, step
+        assert tracking.sync_journal(journals["parity"]) > 0  # the step artifact's first, then the object store's
+        assert tracking.sync_journal(uris["parity"]) == 0
+        assert tracking.sync_journal(journals["train"]) == 0 and tracking.sync_journal(uris["train"]) == 0
 
         client = MlflowClient(server.url)
         runs = client.search_runs([client.get_experiment_by_name("offline").experiment_id])
         parents = [r for r in runs if r.data.tags["clasflow.stage"] == "pipeline"]
-        assert len(parents) == 1 and len(runs) == 4
+        assert len(parents) == 1 and len(runs) == 6
         by_stage = {r.data.tags["clasflow.stage"]: r for r in runs}
-        lost = {}
-        for step, stage in (("train", "train"), ("eval", "eval"), ("benchmark", "benchmark")):
-            run = by_stage[stage]
+        lost, doubled = {}, {}
+        for step in journals:
+            run = by_stage[step]
             assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id and run.info.status == "FINISHED"
-            lost[step] = expected[step] - _stored(client, run.info.run_id, {k for k, *_ in expected[step]})
-        assert lost == {"train": set(), "eval": set(), "benchmark": set()}
+            keys = {k for k, *_ in expected[step]}
+            lost[step] = expected[step] - _stored(client, run.info.run_id, keys)
+            doubled[step] = sum(len(client.get_metric_history(run.info.run_id, k)) for k in keys) - len(expected[step])
+        assert lost == dict.fromkeys(journals, set()) and doubled == dict.fromkeys(journals, 0)
+        for step, name in (("doctor", "doctor.json"), ("benchmark", "benchmark.json"), ("parity", "parity.json")):
+            assert [a.path for a in client.list_artifacts(by_stage[step].info.run_id)] == [name], step
         steps.report_step(str(tmp_path / "report2.html"), str(tmp_path / "report2.md"), profile)
-        assert "mlflow_pending" not in (tmp_path / "report2.md").read_text()
+        md = (tmp_path / "report2.md").read_text()
+        assert "mlflow_pending" not in md and "dygraph top-1" in md  # the parity section, from its synced parity.json
 
 
 def test_with_the_kfp_plugin_clasflow_logs_into_the_task_run(data, tmp_path, mlflow_server, monkeypatch):
