@@ -190,8 +190,10 @@ def build_pipeline(cluster: bool, settings: ClusterSettings = DEFAULT_CLUSTER):
             for arch in ARCHS:
                 task = c.download_weights(architecture=arch, zoo_url=zoo_url, cache_root=cache_root)
                 weights[arch] = _apply(task.set_display_name(f"weights {arch}"), k8s, gpu=False).outputs["weights"]
-            # The node's stack checked before any GPU hour is spent; every GPU task waits for it.
-            check = _apply(c.doctor(require_gpu=cluster, pipeline_run=run_id).set_display_name("doctor"), k8s, gpu=True)
+            # The node's stack checked before any GPU hour is spent; every GPU task waits for it. It gets
+            # the trainings' GPU count, so its NCCL all-reduce runs over as many GPUs as they will use.
+            check = _apply(c.doctor(require_gpu=cluster, pipeline_run=run_id).set_display_name("doctor"), k8s, gpu=True,
+                           gpus=gpus)
             sizes = dict(profile=profile, image_size=image_size, profile_epochs=epochs, batch_size=batch_size,
                          num_workers=num_workers, experiment=experiment, pipeline_run=run_id, training_seed=seed)
             flags = {"run_finetune": run_finetune, "run_ssld": run_ssld, "run_mobilenetv3": run_mobilenetv3}

@@ -99,10 +99,11 @@ def test_cluster_settings_are_run_parameters():
             assert param(e["nodeSelector"]["nodeSelectorJson"]) == "gpu_node_selector", name
             assert [param(t["tolerationJson"]) for t in e["tolerations"]] == ["gpu_tolerations"], name
             assert placeholder(resources["accelerator"]["resourceType"]) == "gpu_resource", name
-            # training tasks request the `gpus` pipeline parameter's GPUs (one process each), eval and benchmark one
+            # training tasks request the `gpus` pipeline parameter's GPUs (one process each), and so does the
+            # doctor (its NCCL all-reduce over the trainings' GPU count); eval, benchmark and parity one
             training = name.startswith(("exec-train", "exec-finetune", "exec-distill"))
             assert resources["accelerator"]["resourceCount"] == (
-                "{{$.inputs.parameters['pipelinechannel--gpus']}}" if training else "1"), name
+                "{{$.inputs.parameters['pipelinechannel--gpus']}}" if training or name == "exec-doctor" else "1"), name
             if training:
                 assert tasks[name]["inputs"]["parameters"]["gpus"] == {"componentInputParameter": "pipelinechannel--gpus"}
             # a preempted or evicted GPU pod is retried (a training resumes from its stored checkpoint)
