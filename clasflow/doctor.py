@@ -295,11 +295,15 @@ def check_mlflow() -> str:
         return f"MLflow tracking store {parts.scheme}: (local)"
     import requests
 
-    base = f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}{parts.path.rstrip('/')}"
-    answer = requests.get(f"{base}/health", timeout=10)
+    base = f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}{parts.path.rstrip('/')}"  # no credentials
+    try:
+        answer = requests.get(f"{base}/health", timeout=10)
+    except requests.RequestException as exc:
+        raise RuntimeError(f"MLflow at {base} does not answer ({type(exc).__name__}): is the tracking server up "
+                           "and MLFLOW_TRACKING_URI right?") from None
     if answer.status_code >= 400:
-        raise RuntimeError(f"MLflow at {parts.hostname} answered HTTP {answer.status_code} on /health")
-    return f"MLflow at {parts.hostname} answers /health ({answer.status_code})"
+        raise RuntimeError(f"MLflow at {base} answered HTTP {answer.status_code} on /health")
+    return f"MLflow at {base} answers /health ({answer.status_code})"
 
 
 class NotConfigured(Exception):

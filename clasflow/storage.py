@@ -115,7 +115,7 @@ class S3Config:
             )
         raw = env[name].strip()
         parsed = urllib.parse.urlsplit(raw if "://" in raw else "//" + raw)
-        if "@" in parsed.netloc:  # checked before the value appears in any message
+        if "@" in raw:  # checked before the value appears in any message (a secret may hold "/": not in netloc then)
             raise StorageError(f"{name} must not carry credentials; set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY instead")
         try:
             parsed.port

@@ -1,5 +1,7 @@
 """`clasflow doctor` on this machine (no GPU): the real checks, each in its own subprocess; the
-CPU ones pass (exit 0), the GPU ones are "not applicable", and `--require gpu` fails them."""
+CPU ones pass (exit 0), the GPU ones are "not applicable", and `--require gpu` fails them. The
+service checks against real servers on loopback: `mlflow server` (up, down) and moto's S3 server
+checking credentials (right, wrong, missing bucket), no credential ever printed."""
 
 from __future__ import annotations
 
@@ -12,12 +14,14 @@ from pathlib import Path
 import pytest
 
 from clasflow import doctor
+from tests.conftest import S3_ENV_VARS
+from tests.services import MlflowServer, MotoServer
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def clasflow(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "CLASFLOW_ARTIFACT_ROOT")}
+    base = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "CLASFLOW_ARTIFACT_ROOT", *S3_ENV_VARS)}
     return subprocess.run([sys.executable, "-m", "clasflow", "doctor", *args], capture_output=True, text=True,
                           cwd=REPO, env={**base, **(env or {})}, timeout=600)
 
@@ -66,13 +70,80 @@ def test_a_check_that_hangs_fails_its_row_only():
     assert row.status == "failed" and row.detail == "timed out after 0.05 s"
 
 
-def test_mlflow_check_when_configured(tmp_path):
+def _row(proc: subprocess.CompletedProcess) -> dict:
+    (row,) = json.loads(proc.stdout)["rows"]
+    return row
+
+
+def test_mlflow_check_against_a_real_server(tmp_path, mlflow_server):
+    """Up: ok, naming the server; down: failed, naming the address; credentials in the URI never shown."""
+    proc = clasflow("--json", "--check", "mlflow", env={"MLFLOW_TRACKING_URI": mlflow_server.url})
+    assert proc.returncode == 0 and _row(proc)["status"] == "ok", proc.stdout + proc.stderr
+    assert _row(proc)["detail"] == f"MLflow at {mlflow_server.url} answers /health (200)"
+    with_secret = mlflow_server.url.replace("http://", "http://clasflow-user:s3cr3t-pw@")
+    for mode in (["--json"], []):  # JSON, then the table
+        proc = clasflow(*mode, "--check", "mlflow", env={"MLFLOW_TRACKING_URI": with_secret})
+        assert proc.returncode == 0 and "s3cr3t-pw" not in proc.stdout + proc.stderr and "clasflow-user" not in proc.stdout
+
+    down = MlflowServer(tmp_path)  # never started: nothing listens on its port
+    proc = clasflow("--json", "--check", "mlflow", env={"MLFLOW_TRACKING_URI": down.url.replace("http://", "http://u:s3cr3t-pw@")})
+    row = _row(proc)
+    assert proc.returncode == 1 and row["status"] == "failed" and "failed: mlflow" in proc.stderr
+    assert row["detail"].startswith(f"RuntimeError: MLflow at {down.url} does not answer (ConnectionError)"), row
+    assert "s3cr3t-pw" not in proc.stdout + proc.stderr
+
     proc = clasflow("--json", "--check", "mlflow", env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/m.db"})
-    row = json.loads(proc.stdout)["rows"][0]
-    assert proc.returncode == 0 and row["status"] == "ok" and "sqlite" in row["detail"]
-    proc = clasflow("--json", "--check", "mlflow", env={"MLFLOW_TRACKING_URI": "http://user:secret@127.0.0.1:9/"})
-    row = json.loads(proc.stdout)["rows"][0]
-    assert proc.returncode == 1 and row["status"] == "failed" and "secret" not in proc.stdout + proc.stderr
+    assert proc.returncode == 0 and _row(proc)["status"] == "ok" and "sqlite" in _row(proc)["detail"]
+
+
+@pytest.fixture(scope="module")
+def s3_with_auth(tmp_path_factory):
+    """moto's S3 server that checks credentials (as MinIO does): one IAM user allowed s3:*, one bucket;
+    after the setup, every request must be signed with that user's key."""
+    import boto3
+    import requests
+
+    with MotoServer(tmp_path_factory.mktemp("moto-auth")) as server:
+        setup = dict(endpoint_url=server.url, region_name="us-east-1", aws_access_key_id="setup", aws_secret_access_key="setup")
+        iam = boto3.client("iam", **setup)
+        iam.create_user(UserName="clasflow")
+        iam.put_user_policy(UserName="clasflow", PolicyName="s3", PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+        key = iam.create_access_key(UserName="clasflow")["AccessKey"]
+        boto3.client("s3", **setup).create_bucket(Bucket="clasflow")
+        assert requests.post(f"{server.url}/moto-api/reset-auth", data=b"0", timeout=10).ok  # from now on, checked
+        yield server, key["AccessKeyId"], key["SecretAccessKey"]
+
+
+def test_object_store_check_against_moto(s3_with_auth):
+    """Reachable with the right credentials: ok; a wrong secret, an unknown key, a missing bucket, or
+    credentials written into the endpoint: failed, saying which; no credential in the table or JSON."""
+    server, key_id, secret = s3_with_auth
+    env = {"CLASFLOW_S3_ENDPOINT": server.url, "AWS_REGION": "us-east-1", "CLASFLOW_S3_ATTEMPTS": "2",
+           "CLASFLOW_S3_BACKOFF": "0.05", "AWS_ACCESS_KEY_ID": key_id, "AWS_SECRET_ACCESS_KEY": secret,
+           "CLASFLOW_ARTIFACT_ROOT": "s3://clasflow/artifacts"}
+    cases = {
+        "right": ({}, "ok", f"object store {server.url} answers for s3://clasflow/artifacts"),
+        "wrong secret": ({"AWS_SECRET_ACCESS_KEY": "not-" + secret}, "failed", "SignatureDoesNotMatch"),
+        "unknown key": ({"AWS_ACCESS_KEY_ID": "AKIAUNKNOWN0000000000"}, "failed", "InvalidAccessKeyId"),
+        "missing bucket": ({"CLASFLOW_ARTIFACT_ROOT": "s3://no-such-bucket/artifacts"}, "failed",
+                           "NoSuchBucket: The specified bucket does not exist; create the bucket or fix the URI"),
+        "credentials in the endpoint": ({"CLASFLOW_S3_ENDPOINT": server.url.replace("http://", f"http://{key_id}:{secret}@")},
+                                        "failed", "CLASFLOW_S3_ENDPOINT must not carry credentials"),
+    }
+    for case, (change, status, detail) in cases.items():
+        run_env = {**env, **change}
+        proc = clasflow("--json", "--check", "object-store", env=run_env)
+        row = _row(proc)
+        assert row["status"] == status and detail in row["detail"], (case, row)
+        assert proc.returncode == (0 if status == "ok" else 1), case
+        if case in ("wrong secret", "unknown key"):
+            assert "check the credentials in AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY" in row["detail"], case
+        table = clasflow("--check", "object-store", env=run_env)
+        assert table.returncode == proc.returncode and "object-store" in table.stdout, case
+        shown = proc.stdout + proc.stderr + table.stdout + table.stderr
+        for credential in {key_id, secret, run_env["AWS_ACCESS_KEY_ID"], run_env["AWS_SECRET_ACCESS_KEY"]}:
+            assert credential not in shown, case
 
 
 def test_unknown_check_is_a_clear_error(capsys):

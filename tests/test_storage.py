@@ -246,7 +246,7 @@ def test_fetch_through_s3(s3_env, tmp_path):
 
 
 def test_credentials_never_leak(s3_env, tmp_path, monkeypatch, caplog):
-    access, secret = "AKIAPLANTEDACCESSKEY", "planted-Secret-0123456789"
+    access, secret = "AKIAPLANTEDACCESSKEY", "planted/Secret+0123456789"  # "/" and "+", as AWS secret keys have
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", access)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
     caplog.set_level(logging.DEBUG)
