@@ -178,3 +178,37 @@ def test_shm_check_reports_the_memory_limit_that_bounds_it(tmp_path, version):
 
 def test_no_cgroup_memory_files_means_no_limit(tmp_path):
     assert doctor.memory_limit(tmp_path) is None
+
+
+def test_doctor_step_with_mlflow_down_fails_after_keeping_its_journal(tmp_path, s3_env, monkeypatch, caplog):
+    """The pipeline's doctor step on a node whose MLflow is down: its own check fails the step, after
+    its JSON and its MLflow journal are kept (its artifact and the object store) and named in a
+    WARNING; synced later, its run holds the counts and doctor.json."""
+    import logging
+
+    from mlflow.tracking import MlflowClient
+
+    from clasflow import steps, tracking
+    from clasflow.errors import ClasflowError
+
+    server = MlflowServer(tmp_path)  # started only for the sync
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
+    monkeypatch.setenv("CLASFLOW_MLFLOW_CLOSE_RETRIES", "0")
+    monkeypatch.setenv(steps.ARTIFACT_ROOT_ENV, s3_env.uri("artifacts"))
+    profile = steps.Profile(experiment="doctor-down", pipeline_run="doctor-run")
+    journal_dir = tmp_path / "mlflow_journal"
+    with caplog.at_level(logging.WARNING, logger="clasflow"), \
+            pytest.raises(ClasflowError, match=f"mlflow: RuntimeError: MLflow at {server.url} does not answer"):
+        steps.doctor_step(str(tmp_path / "doctor.json"), False, profile, journal_dir=str(journal_dir), checks=["shm", "mlflow"])
+    uri = s3_env.uri(f"artifacts/runs/doctor-run/mlflow/doctor/{tracking.JOURNAL}")
+    left = tracking.pending(journal_dir / tracking.JOURNAL)
+    assert left > 0 and any(f"MLflow did not get {left} records" in r.getMessage() and f"clasflow tracking sync {uri}" in
+                            r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert json.loads((journal_dir / "doctor.json").read_text())["ok"] is False
+
+    with server:
+        assert tracking.sync_journal(uri) == left and tracking.sync_journal(journal_dir / tracking.JOURNAL) == 0
+        client = MlflowClient(server.url)
+        (run,) = client.search_runs([client.get_experiment_by_name("doctor-down").experiment_id], "tags.`clasflow.stage` = 'doctor'")
+        assert run.data.metrics == {"doctor.ok": 1, "doctor.warn": 0, "doctor.failed": 1, "doctor.n/a": 0, "doctor.skipped": 0}
+        assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["doctor.json"]
