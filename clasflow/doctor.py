@@ -10,6 +10,8 @@ checks are requirements: ``n/a`` becomes ``failed``. Exit 1 when any check faile
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -50,11 +52,25 @@ def gpu_count() -> int:
     return cuda.device_count() if cuda is not None else 0
 
 
-def _need_gpu() -> int:
+def _need_gpu(proven: str = "") -> int:
+    """The GPU count; none: not applicable (`proven`: what the check showed before it needed one)."""
     n = gpu_count()
     if n == 0:
-        raise NotApplicable("no GPU: the CUDA driver reports no device")
+        raise NotApplicable(f"{proven}{'; ' if proven else ''}no GPU: the CUDA driver reports no device")
     return n
+
+
+def _import_expected(package: str, absent: str, module: str | None = None):
+    """Import `module` (default: `package`) where it is expected (`package` installed, or a GPU is
+    here), before any GPU is needed: a failed import fails the row, also in the GPU image's build
+    (no GPU). `package` absent on a machine without a GPU: not applicable."""
+    try:
+        installed = importlib.util.find_spec(package) is not None  # finds it without running it
+    except ModuleNotFoundError:  # its parent package is absent
+        installed = False
+    if not installed and gpu_count() == 0:
+        raise NotApplicable(f"no GPU, and {absent}")
+    return importlib.import_module(module or package)
 
 
 # ------------------------------------------------------------------ the checks (each runs in a subprocess)
@@ -177,9 +193,8 @@ def check_onnxruntime() -> str:
 
 
 def check_tensorrt() -> str:
-    _need_gpu()
-    import tensorrt as trt
-
+    trt = _import_expected("tensorrt", "TensorRT is not installed")
+    _need_gpu(f"TensorRT {trt.__version__} imports (libnvinfer loads)")
     from clasflow.benchmark.backend_tensorrt import major
 
     logger = trt.Logger(trt.Logger.WARNING)
@@ -208,16 +223,26 @@ def check_tensorrt() -> str:
     return f"TensorRT {trt.__version__} built engines: {', '.join(built)}{note}"
 
 
-def check_paddle_trt() -> str:
-    _need_gpu()
-    import paddle.inference as pi
-    import paddle.tensorrt.export as pte  # opens libnvinfer_plugin.so (ctypes.CDLL) on import  # noqa: F401
+def trt_versions(compiled: tuple[int, ...], runtime: tuple[int, ...]) -> str:
+    """Paddle's compiled-in TensorRT version against the one it loads: a different major (or none
+    loaded) is an error naming both."""
+    built, runs = ".".join(map(str, compiled)), ".".join(map(str, runtime))
+    if not any(runtime):
+        raise RuntimeError(f"Paddle (built with TensorRT {built}) cannot open libnvinfer.so")
+    if compiled[0] != runtime[0]:
+        raise RuntimeError(f"Paddle was built with TensorRT {built} but loads TensorRT {runs}: install TensorRT "
+                           f"{compiled[0]} (the major Paddle was built with)")
+    return f"Paddle built with TensorRT {built}, runs {runs}"
 
-    compiled = ".".join(map(str, pi.get_trt_compile_version()))
-    runtime = ".".join(map(str, pi.get_trt_runtime_version()))
-    if runtime == "0.0.0":
-        raise RuntimeError(f"Paddle (built with TensorRT {compiled}) cannot open libnvinfer.so")
-    return f"paddle.tensorrt loads; Paddle built with TensorRT {compiled}, runs {runtime}"
+
+def check_paddle_trt() -> str:
+    # paddle.tensorrt is in Paddle's CUDA builds only; importing it opens libnvinfer_plugin.so (ctypes.CDLL).
+    _import_expected("paddle.tensorrt", "Paddle is a build without paddle.tensorrt", "paddle.tensorrt.export")
+    import paddle.inference as pi
+
+    versions = trt_versions(tuple(pi.get_trt_compile_version()), tuple(pi.get_trt_runtime_version()))
+    _need_gpu(f"paddle.tensorrt loads; {versions}")
+    return f"paddle.tensorrt loads; {versions}"
 
 
 NCCL_SCRIPT = """

@@ -100,7 +100,9 @@ WORKDIR /workspace
 USER 10001:10001
 # The build checks what needs no GPU: one CUDA major across the installed packages, every CUDA and
 # TensorRT library they need resolvable here, the TensorRT names Paddle opens; then the doctor's
-# CPU checks (its GPU checks are "not applicable" without a GPU; `helm test` requires them).
+# CPU checks; its GPU checks import TensorRT and paddle.tensorrt (a library that fails to load fails
+# the build) and compare Paddle's compiled-in TensorRT major with the one it loads, then are "not
+# applicable" without a GPU (`helm test` requires them).
 RUN python -m clasflow.imagecheck installed --cuda "${CUDA_VERSION}" --tensorrt "${TENSORRT_VERSION}" \
  && clasflow doctor
 # A batch image (KFP runs each component to completion): there is no long-running service to
