@@ -212,7 +212,7 @@ def test_bench_cpu_side_by_side(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("clasflow-bench-")]  # its exports are cleaned up
 
 
-def test_cuda_runtime_through_cuda_python_without_a_gpu():
+def test_cuda_runtime_through_cuda_python_without_a_gpu(caplog):
     """cuda-bindings imports here; with no driver every call reports it instead of crashing."""
     from clasflow.benchmark.cuda import CudaError, CudaRuntime, gpu_tag, version_text
 
@@ -225,7 +225,11 @@ def test_cuda_runtime_through_cuda_python_without_a_gpu():
     assert cuda.runtime_version() == "12.9"  # the runtime cuda-bindings 12.9 carries
     with pytest.raises(CudaError, match="cudaMalloc"):
         cuda.malloc(16)
-    assert gpu_tag(0) == "gpu0"
+    with caplog.at_level("WARNING", logger="clasflow.benchmark.cuda"):
+        assert gpu_tag(0) == "gpu0"
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [(
+        "WARNING", "GPU 0: its name cannot be read (the CUDA runtime reports no device name): engine caches are keyed "
+        "'gpu0', not by GPU model and compute capability; clear the engine cache when the GPU model changes")]
     assert version_text(12060) == "12.6" and version_text(13000) == "13.0"
 
 
@@ -340,6 +344,22 @@ def test_onnxruntime_trt_cache_key_holds_versions_and_gpu(model_dir, tmp_path):
               ort_trt_cache_name(ctx, "fp16", "1.26.0", "10.16.1.11", "NVIDIA A100-SXM4-40GB sm8.0"),
               ort_trt_cache_name(ctx, "fp16", "1.26.0", "10.13.3.9", "NVIDIA H100 80GB HBM3 sm9.0"),
               ort_trt_cache_name(ctx, "fp16", "1.26.0", "10.13.3.9", "NVIDIA A100-SXM4-40GB sm8.6")}
+    assert base not in others and len(others) == 5
+
+
+def test_paddle_trt_cache_key_holds_versions_and_gpu(model_dir, tmp_path):
+    from clasflow.benchmark import make_context
+    from clasflow.benchmark.backend_paddle_trt import paddle_trt_cache_name
+
+    ctx = make_context(model_dir, max_batch=4, engine_cache=tmp_path)
+    a100 = "NVIDIA A100-SXM4-40GB sm8.0"
+    base = paddle_trt_cache_name(ctx, "ab" * 32, "fp16", "3.3.1", "10.13.3.9", a100)
+    assert base == "paddle_" + "ab" * 8 + "_fp16_bs1-4-4_32x32_trtpaddle3.3.1-trt10.13.3.9_NVIDIA-A100-SXM4-40GB-sm8.0"
+    others = {paddle_trt_cache_name(ctx, "cd" * 32, "fp16", "3.3.1", "10.13.3.9", a100),
+              paddle_trt_cache_name(ctx, "ab" * 32, "fp32", "3.3.1", "10.13.3.9", a100),
+              paddle_trt_cache_name(ctx, "ab" * 32, "fp16", "3.2.2", "10.13.3.9", a100),  # another Paddle
+              paddle_trt_cache_name(ctx, "ab" * 32, "fp16", "3.3.1", "10.16.1.11", a100),
+              paddle_trt_cache_name(ctx, "ab" * 32, "fp16", "3.3.1", "10.13.3.9", "NVIDIA H100 80GB HBM3 sm9.0")}
     assert base not in others and len(others) == 5
 
 

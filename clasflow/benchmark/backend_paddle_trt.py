@@ -69,6 +69,13 @@ def tensorrt_runtime() -> str:
     return runtime
 
 
+def paddle_trt_cache_name(ctx: Context, source_hash: str, precision: str, paddle_version: str, trt_version: str,
+                          gpu: str) -> str:
+    """The converted model's cache folder: a new one whenever the model, precision, batch profile,
+    input size, Paddle or TensorRT version or the GPU (name, compute capability) change."""
+    return "paddle_" + engine_key(source_hash, precision, ctx.profile, ctx.hw, f"paddle{paddle_version}-trt{trt_version}", gpu)
+
+
 def converted_folder(folder: Path, convert: Callable[[Path], None]) -> str:
     """Run ``convert(folder)`` in ``folder`` itself, the place the converted program stays:
     ``paddle.tensorrt.convert`` records its engine files' paths inside the program, so a
@@ -110,8 +117,10 @@ def make(ctx: Context, device: str, precision: str) -> tuple[PaddleRunner, dict[
     runtime = tensorrt_runtime()
     mn, opt, mx = ctx.profile
     h, w = ctx.hw
-    key = engine_key(source_hash, precision, ctx.profile, ctx.hw, runtime, gpu_tag(ctx.gpu_id))
-    folder = ctx.cache_dir / f"paddle_{key}"
+    import paddle
+
+    folder = ctx.cache_dir / paddle_trt_cache_name(ctx, source_hash, precision, paddle.__version__, runtime,
+                                                   gpu_tag(ctx.gpu_id))
     modes = {"fp32": pte.PrecisionMode.FP32, "fp16": pte.PrecisionMode.FP16, "int8": pte.PrecisionMode.INT8}
 
     def convert(into: Path) -> None:

@@ -4,7 +4,10 @@ opens the driver, libcuda.so.1, at the first call, so it imports on a machine wi
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 class CudaError(RuntimeError):
@@ -103,10 +106,14 @@ def version_text(n: int) -> str:
 
 def gpu_tag(gpu_id: int) -> str:
     """The device's name and compute capability for cache keys ("NVIDIA A100-SXM4-40GB sm8.0"),
-    or ``gpu<N>`` when they cannot be read."""
+    or ``gpu<N>`` (said at WARNING: engines cached under it are not tied to one GPU model) when
+    they cannot be read."""
     cuda = CudaRuntime.load()
     name = cuda.device_name(gpu_id) if cuda is not None else None
     if not name:
+        why = "cuda-python is not installed" if cuda is None else "the CUDA runtime reports no device name"
+        log.warning("GPU %d: its name cannot be read (%s): engine caches are keyed 'gpu%d', not by GPU model "
+                    "and compute capability; clear the engine cache when the GPU model changes", gpu_id, why, gpu_id)
         return f"gpu{gpu_id}"
     cc = cuda.compute_capability(gpu_id)
     return f"{name} sm{cc}" if cc else name
