@@ -1,6 +1,7 @@
 """The doctor's TensorRT checks on this machine (no GPU, no TensorRT): the libraries are imported
 before a GPU is needed, so the GPU image's build (no GPU) proves they load, and Paddle's
-compiled-in TensorRT major is compared with the one it loads."""
+compiled-in TensorRT major is compared with the one it loads; the DALI check hands its batch to
+Paddle as training does."""
 
 from __future__ import annotations
 
@@ -85,3 +86,16 @@ def test_trt_versions():
     assert doctor.trt_versions((10, 13, 3), (10, 13, 3)) == "Paddle built with TensorRT 10.13.3, runs 10.13.3"
     with pytest.raises(RuntimeError, match=r"built with TensorRT 8\.6\.1 but loads TensorRT 10\.13\.3: install TensorRT 8 "):
         doctor.trt_versions((8, 6, 1), (10, 13, 3))
+
+
+def test_dali_check_hands_the_batch_to_paddle_as_training_does(monkeypatch):
+    """The DALI check goes through the loader's DLPack hand-off (on a GPU: the GPU batch itself,
+    no copy to the host), the same function training batches take."""
+    from clasflow.data import dali_pipeline
+
+    handed = []
+    real = dali_pipeline._to_paddle
+    monkeypatch.setattr(dali_pipeline, "_to_paddle", lambda batch: handed.append(real(batch)) or handed[-1])
+    result = doctor.run_one("dali")
+    assert result["status"] == "ok" and result["detail"].endswith("handed to Paddle through DLPack (Place(cpu))")
+    assert [tuple(t.shape) for t in handed] == [(1, 48, 64, 3)]
