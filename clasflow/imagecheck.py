@@ -6,14 +6,16 @@ packages themselves say which CUDA they are built for:
 * their metadata: ``Requires-Dist`` on ``nvidia-*-cu12`` / ``nvidia-cuda-runtime~=13.0`` (any extra);
 * their name when the vendor puts the CUDA build in it (``nvidia-dali-cuda120``, ``tensorrt-cu12-libs``);
 * the ELF ``NEEDED`` entries of the libraries they ship (``libcudart.so.12``, ``libcublas.so.12``,
-  ``libnvrtc``/``libnvJitLink``; and ``libnvinfer*.so.10`` for the TensorRT major).
+  ``libnvrtc``/``libnvJitLink``; and ``libnvinfer*.so.10`` for the TensorRT major);
+* the ``cuNNN`` of the only index the recipe installs them from (``--index-url`` of Paddle's
+  ``.../stable/cu126/``: paddlepaddle-gpu is built for CUDA 12).
 
 Two ways to run it:
 
 ``python -m clasflow.imagecheck wheels`` (CI, no Docker): the recipe's pins and the lock's CUDA
 packages are downloaded once (``pip download --no-deps``, cached in ``--cache``) and read. A pin
 with no wheel on PyPI (paddlepaddle-gpu is on Paddle's index, TensorRT's libraries on NVIDIA's)
-is reported as ``build-only``: the image build checks it.
+is reported as ``build-only``: its files are read by the image build, its index's ``cuNNN`` here.
 
 ``python -m clasflow.imagecheck installed --cuda 12.6.3 --tensorrt 10.13.3.9`` (the image build):
 the same reading of every installed CUDA package, plus every CUDA/TensorRT library they need must
@@ -53,6 +55,8 @@ CUDA_SONAME = re.compile(r"^lib(cudart|cublas|cublasLt|nvrtc|nvJitLink)\.so\.(\d
 TRT_SONAME = re.compile(r"^lib(nvinfer|nvinfer_plugin|nvonnxparser)\.so\.(\d+)$")
 # nvidia-cudnn-cu12, tensorrt-cu12-libs, nvidia-dali-cuda120, cuda-bindings-cu12 (the CUDA build in the name)
 NAME_CUDA = re.compile(r"-cu(?:da)?(\d{2})\d?(?=-|$)")
+# an index of builds for one CUDA: Paddle's https://www.paddlepaddle.org.cn/packages/stable/cu126/
+INDEX_CUDA = re.compile(r"/cu(\d{2})\d(?:/|$)")
 # nvidia-cuda-runtime~=13.0 (CUDA 13's unsuffixed wheels)
 UNSUFFIXED = re.compile(r"^(nvidia-cuda-runtime|nvidia-cuda-nvrtc|nvidia-cublas|nvidia-nvjitlink)\s*[~=]=\s*(\d+)")
 
@@ -79,6 +83,7 @@ class Recipe:
     tensorrt_version: str
     pins: dict[str, str]  # package -> version, the Dockerfile's pins and the lock's CUDA packages
     trt_links: dict[str, str] = field(default_factory=dict)  # link name -> target, in tensorrt_libs
+    indexes: dict[str, str] = field(default_factory=dict)  # package -> the --index-url it comes from
 
     @property
     def cuda_major(self) -> int:
@@ -138,10 +143,15 @@ def read_recipe(dockerfile: Path = REPO / "images" / "gpu.Dockerfile",
             raise ImageCheckError(f"{dockerfile}: {name}==${{{var}}} but ARG {var} has no default")
         pins[name.lower()] = args[var]
     links: dict[str, str] = {}
+    indexes: dict[str, str] = {}
     for run in re.findall(r"^RUN (.*?)(?<!\\)$", text, re.M | re.S):
         if "tensorrt_libs" in run:
             links.update({link: target for target, link in re.findall(r"ln -sf? (\S+) (\S+)", run)})
-    return Recipe(image, m.group(1), args["TENSORRT_VERSION"], dict(sorted(pins.items())), links)
+        index = re.search(r'--index-url[ =]"?([^"\s]+)"?', run)
+        if index:
+            url = re.sub(r"\$\{(\w+)\}", lambda v: args.get(v.group(1), v.group(0)), index.group(1))
+            indexes.update({name.lower(): url for name, _ in re.findall(r'"([A-Za-z0-9_.-]+)==\$\{(\w+)\}"', run)})
+    return Recipe(image, m.group(1), args["TENSORRT_VERSION"], dict(sorted(pins.items())), links, indexes)
 
 
 # ------------------------------------------------------------------ reading a package's files
@@ -205,6 +215,12 @@ def package_evidence(name: str, version: str, metadata: str, libraries: Iterable
             elif (t := TRT_SONAME.match(lib)):
                 out.append(Evidence(name, version, f"{path} NEEDED {lib}", tensorrt=int(t.group(2))))
     return out
+
+
+def index_evidence(recipe: Recipe) -> list[Evidence]:
+    """What the recipe's indexes say: a package installed only from a ``.../cuNNN/`` index is built for CUDA NN."""
+    return [Evidence(name, recipe.pins.get(name, "?"), f"index {url}", cuda=int(m.group(1)))
+            for name, url in recipe.indexes.items() if (m := INDEX_CUDA.search(url))]
 
 
 def wheel_contents(wheel: Path) -> tuple[str, list[str], Iterator[tuple[str, bytes]]]:
@@ -282,7 +298,7 @@ def download(name: str, version: str, cache: Path) -> Path | None:
 
 
 def check_wheels(recipe: Recipe, cache: Path, progress=lambda text: None) -> Result:
-    evidence: list[Evidence] = []
+    evidence = index_evidence(recipe)
     build_only: dict[str, str] = {}
     before = sum(p.stat().st_size for p in cache.glob("*.whl")) if cache.is_dir() else 0
     trt_sonames: set[str] = set()

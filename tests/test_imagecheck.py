@@ -42,17 +42,30 @@ def test_the_gpu_image_is_one_cuda_major(wheels):
     assert "tensorrt_bindings/tensorrt.so NEEDED libnvinfer_plugin.so.10" in bindings
     # not on PyPI as wheels: named, and checked by the image build (clasflow.imagecheck installed)
     assert set(wheels.build_only) == {"paddlepaddle-gpu", "tensorrt-cu12", "tensorrt-cu12-libs"}
+    assert facts(wheels, "paddlepaddle-gpu") == ["index https://www.paddlepaddle.org.cn/packages/stable/cu126/"]
     assert recipe.trt_links == {"libnvinfer.so": "libnvinfer.so.10", "libnvinfer_plugin.so": "libnvinfer_plugin.so.10"}
 
 
 @pytest.mark.slow
-def test_another_cuda_major_is_refused(wheels):
+def test_another_cuda_major_is_refused(wheels, tmp_path):
     cuda13 = dataclasses.replace(wheels.recipe, cuda_image="nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04",
                                  cuda_version="13.0.1")
     problems = imagecheck.mismatches(cuda13, wheels.evidence)
     assert any("onnxruntime-gpu 1.26.0: onnxruntime/capi/libonnxruntime_providers_cuda.so NEEDED libcudart.so.12 "
                "-> CUDA 12, but the image is CUDA 13.0.1" in p for p in problems)
-    assert {p.split(" ")[0] for p in problems} >= {"onnxruntime-gpu", "nvidia-dali-cuda120", "cuda-bindings"}
+    assert {p.split(" ")[0] for p in problems} >= {"onnxruntime-gpu", "nvidia-dali-cuda120", "cuda-bindings",
+                                                   "paddlepaddle-gpu"}
+    # paddlepaddle-gpu has no wheel on PyPI: the cuNNN of the only index it is installed from says its CUDA
+    assert ("paddlepaddle-gpu 3.3.1: index https://www.paddlepaddle.org.cn/packages/stable/cu126/ -> CUDA 12, but the "
+            "image is CUDA 13.0.1 (nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04); pin a build for CUDA 13") in problems
+    source = (REPO / "images" / "gpu.Dockerfile").read_text()
+    assert "ARG PADDLE_INDEX=https://www.paddlepaddle.org.cn/packages/stable/cu126/\n" in source
+    cu130 = tmp_path / "gpu.Dockerfile"  # Paddle's CUDA 13 builds in the CUDA 12 image
+    cu130.write_text(source.replace("/stable/cu126/", "/stable/cu130/"))
+    recipe = imagecheck.read_recipe(cu130)
+    assert imagecheck.mismatches(recipe, imagecheck.index_evidence(recipe)) == [
+        f"paddlepaddle-gpu 3.3.1: index https://www.paddlepaddle.org.cn/packages/stable/cu130/ -> CUDA 13, but the image "
+        f"is CUDA {recipe.cuda_version} ({recipe.cuda_image}); pin a build for CUDA 12"]
     trt8 = dataclasses.replace(wheels.recipe, tensorrt_version="8.6.1")
     assert any("libnvinfer.so.10 -> TensorRT 10, but the image pins TensorRT 8.6.1" in p
                for p in imagecheck.mismatches(trt8, wheels.evidence))
