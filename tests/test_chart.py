@@ -172,6 +172,8 @@ def test_kubernetes_validate_strict_rejects_unknown_fields(tmp_path):
         (["--set", "pipelineNamespaces[0]=Team_A"], "pipelineNamespaces"),
         (["--set", "kfp.uploadPipeline.enabled=true", "--set", "kfp.uploadPipeline.namespace=team-x"],
          "not in pipelineNamespaces"),
+        (["--set", "mlflow.enabled=false,externalMlflow.trackingUri=http://x,kfp.uploadPipeline.enabled=true,"
+                   "kfp.uploadPipeline.namespace=team-x"], "not in pipelineNamespaces"),  # also with an external MLflow
         (["--set", "podAnnotations.a=1", "--set-json", "podAnnotations.b=1"], "podAnnotations"),
     ],
 )

@@ -195,6 +195,10 @@ affinity:
 {{- fail "minio.enabled=false needs externalS3.existingSecret (or credentials.existingSecret): a Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY" }}
 {{- end }}
 {{- end }}
+{{- $k := .Values.kfp.uploadPipeline }}
+{{- if and $k.enabled $k.namespace (not (has $k.namespace .Values.pipelineNamespaces)) }}
+{{- fail (printf "kfp.uploadPipeline.namespace=%s is not in pipelineNamespaces: the pipeline's pods would run there without the Secret and ConfigMap; add it to pipelineNamespaces" $k.namespace) }}
+{{- end }}
 {{- if .Values.mlflow.enabled }}
 {{- if eq .Values.mlflow.backendStore.type "postgresql" }}
 {{- if not .Values.mlflow.backendStore.postgresql.existingSecret }}
@@ -205,10 +209,6 @@ affinity:
 {{- end }}
 {{- if and .Values.mlflow.ingress.enabled (not .Values.mlflow.ingress.host) }}
 {{- fail "mlflow.ingress.enabled=true needs mlflow.ingress.host" }}
-{{- end }}
-{{- $k := .Values.kfp.uploadPipeline }}
-{{- if and $k.enabled $k.namespace (not (has $k.namespace .Values.pipelineNamespaces)) }}
-{{- fail (printf "kfp.uploadPipeline.namespace=%s is not in pipelineNamespaces: the pipeline's pods would run there without the Secret and ConfigMap; add it to pipelineNamespaces" $k.namespace) }}
 {{- end }}
 {{- if .Values.mlflow.auth.enabled }}
 {{- if not .Values.mlflow.auth.existingSecret }}
