@@ -529,6 +529,28 @@ def test_network_policy_limits_who_reaches_minio_and_mlflow():
     assert not helm_template("--set", "networkPolicy.enabled=false").stdout.count("kind: NetworkPolicy")
 
 
+def test_network_policy_lets_kfp_read_its_artifacts_in_multi_user_mode():
+    """With kfpLauncher.enabled, KFP's namespace (its UI reads the artifacts in the chart's S3, its API
+    server reaches MLflow with the MLflow plugin) reaches MinIO and MLflow, also in multi-user
+    Kubeflow where it is not a pipeline namespace; once, and not without kfpLauncher."""
+    def sources(*args: str) -> dict[str, list[str]]:
+        proc = helm_template(*args)
+        assert proc.returncode == 0, proc.stderr
+        return {d["metadata"]["name"]: [p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+                                        for p in d["spec"]["ingress"][0]["from"] if "namespaceSelector" in p]
+                for d in yaml.safe_load_all(proc.stdout) if d and d["kind"] == "NetworkPolicy"}
+
+    multi_user = _values_args("multi-user")
+    teams = ["team-vision", "team-nlp"]
+    assert sources(*multi_user) == {"clasflow-minio": teams, "clasflow-mlflow": teams}
+    with_launcher = sources(*multi_user, "--set", "kfpLauncher.enabled=true")
+    assert with_launcher == {"clasflow-minio": teams + ["kubeflow"], "clasflow-mlflow": teams + ["kubeflow"]}
+    renamed = sources(*multi_user, "--set", "kfpLauncher.enabled=true,networkPolicy.kfpNamespace=pipelines")
+    assert renamed["clasflow-minio"] == teams + ["pipelines"]
+    assert sources(*_values_args("kfp-launcher"))["clasflow-minio"] == ["kubeflow", "team-vision"]  # once
+    assert sources("--namespace", "kubeflow", "--set", "kfpLauncher.enabled=true")["clasflow-minio"] == []  # the release's
+
+
 def test_the_chart_pods_run_the_released_digests(tmp_path):
     """After `make release` the chart carries files/release.env: its own pods run those digests
     when image.registry is the release's, tags otherwise."""
