@@ -324,3 +324,18 @@ def test_every_training_waits_for_the_doctor():
     for name, task in tasks.items():
         if task["componentRef"]["name"] in holders:
             assert "doctor" in task.get("dependentTasks", []), name
+
+
+def test_the_documented_kfp_cli_quoting_gives_string_parameters():
+    """docs/gpu-cluster.md (Quoting numbers for the kfp CLI): `kfp run create key=value` turns 8 into a
+    number, while the resource parameters are STRING; the documented forms reach KFP as text."""
+    from kfp.cli.utils.parsing import parse_parameter_value
+
+    spec, _ = _docs()
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert {params[n]["parameterType"] for n in ("gpu_task_cpu", "gpu_task_memory", "cpu_task_cpu")} == {"STRING"}
+    assert parse_parameter_value("8") == 8  # what gpu_task_cpu=8 sends
+    # gpu_task_cpu='"8"' (the shell hands kfp "8"), gpu_task_cpu=8000m, gpu_task_memory=48Gi
+    assert [parse_parameter_value(v) for v in ('"8"', "8000m", "48Gi")] == ["8", "8000m", "48Gi"]
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "gpu-cluster.md").read_text()
+    assert "gpu_task_cpu='\"8\"' gpu_task_memory=48Gi" in doc and "gpu_task_cpu=8000m" in doc
