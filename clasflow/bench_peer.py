@@ -51,6 +51,14 @@ def train_list(data: Path, images: int) -> Path:
     return path
 
 
+def fixture_per_class(steps: int, batch: int, loader_batches: int) -> int:
+    """Images per class of the 4-class fixture, so that its train+test list (70 %) holds both the
+    training runs' images and the loader bench's (its first batch and warm-up included)."""
+    from clasflow.data.bench import images_needed
+
+    return -(-max((WARMUP + steps) * batch, images_needed(loader_batches, batch)) // 2)
+
+
 def paddleclas_config(*, data: Path, file_list: Path, out: Path, arch: str, classes: int, batch: int,
                       workers: int, size: int, lr: float, l2: float) -> dict:
     """PaddleClas 2.2 Trainer config equal to clasflow's quick-start settings (one epoch, no eval)."""
@@ -235,16 +243,24 @@ def _summary(runs: dict[str, list[dict]], ours: str, theirs: str) -> dict:
     return out
 
 
+def loader_bench_config(work: Path, data: Path, settings: dict, batches: int):
+    """The loader bench's list (the first batch, warm-up and `batches` timed batches in one epoch)
+    and clasflow's config over it; PaddleClas's loader reads the same list."""
+    from clasflow.config import load_config
+    from clasflow.data.bench import images_needed
+
+    file_list = train_list(data, images_needed(batches, settings["batch"]))
+    overrides = clasflow_overrides(data=data, file_list=file_list, out=work / "loaders", **settings)
+    return file_list, load_config(_quick_start_config(), overrides)
+
+
 def bench_loaders(work: Path, data: Path, peer_site: Path, settings: dict, batches: int, repeats: int,
                   worker_counts: tuple[int, ...]) -> dict:
-    from clasflow.config import load_config
     from clasflow.data.bench import bench_loaders as clasflow_loaders
 
-    file_list = train_list(data, batches * settings["batch"])
+    file_list, cfg = loader_bench_config(work, data, settings, batches)
     per_workers: dict[int, list[float]] = {w: [] for w in worker_counts}
     runs: dict[str, list[dict]] = {"dali": [], "opencv": []}
-    cfg = load_config(_quick_start_config(), clasflow_overrides(data=data, file_list=file_list, out=work / "loaders",
-                                                                **settings))
     for r in range(repeats):
         for w in worker_counts:
             cfg_path = work / f"paddleclas-loader-{w}.yaml"
@@ -325,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
                      "peer": f"PaddleClas {PEER_VERSION} (Trainer, build_dataloader) from the package index"}
     with tempfile.TemporaryDirectory(prefix="clasflow-bench-peer-") as tmp:
         work, data = Path(tmp), Path(tmp) / "data"
-        per_class = -(-max((WARMUP + args.steps) * args.batch, args.loader_batches * args.batch) // 2)  # train+test: 70 % of 4 classes
+        per_class = fixture_per_class(args.steps, args.batch, args.loader_batches)
         build_fixture(data, source="synthetic", classes=4, per_class=per_class, size=500, seed=0)  # 500-625 px, like flowers
         prepare_flowers102(data, download=False)
         print(f"fixture: {4 * per_class} JPEGs, 500-625 px short side; {args.arch}, batch {args.batch}, "

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from clasflow.bench_peer import (WARMUP, clasflow_overrides, paddleclas_config, parse_clasflow_log,
-                                 parse_paddleclas_log, spread, _schedule, _summary)
+from clasflow.bench_peer import (WARMUP, clasflow_overrides, fixture_per_class, loader_bench_config, paddleclas_config,
+                                 parse_clasflow_log, parse_paddleclas_log, spread, _schedule, _summary)
 from clasflow.config import load_config
 from clasflow.steps import config_dir
 
@@ -75,3 +75,22 @@ def test_summary_ratio_of_medians():
     assert got["clasflow"]["images_per_sec"] == spread([9.0, 12.0, 10.0]) == {"median": 10.0, "min": 9.0, "max": 12.0,
                                                                                "runs": [9.0, 12.0, 10.0]}
     assert got["ratio"] == pytest.approx(2.0) and got["paddleclas"]["data_share"]["median"] == 0.2
+
+
+def test_loader_bench_list_holds_the_warm_up_and_the_timed_batches(tmp_path):
+    """The fixture and list `make bench-peer` builds let clasflow's loader bench time every batch
+    asked for (it failed with 'the list has N batches' when the list held the timed ones only)."""
+    from clasflow.data.bench import bench_loaders
+    from clasflow.data.fixture import build_fixture
+    from clasflow.data.flowers102 import prepare_flowers102
+
+    settings = SETTINGS | {"batch": 2, "workers": 1}
+    data = tmp_path / "data"
+    build_fixture(data, source="synthetic", classes=4, per_class=fixture_per_class(1, 2, 3), size=48, seed=0)
+    prepare_flowers102(data, download=False)
+    file_list, cfg = loader_bench_config(tmp_path, data, settings, batches=3)
+    assert len(file_list.read_text().splitlines()) == (1 + 2 + 3) * 2  # first batch, warm-up, timed
+    got = bench_loaders(cfg.TRAIN, loaders=("dali", "opencv"), batches=3)
+    for name in ("dali", "opencv"):
+        assert "error" not in got[name], got[name]
+        assert got[name]["images"] == 3 * 2 and got[name]["batches"] == 3 and got[name]["images_per_sec"] > 0

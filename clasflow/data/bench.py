@@ -9,7 +9,9 @@ import os
 import time
 from typing import Any, Sequence
 
-__all__ = ["bench_loaders", "figure_lines", "process_tree_cpu_seconds"]
+__all__ = ["bench_loaders", "figure_lines", "images_needed", "process_tree_cpu_seconds"]
+
+WARMUP_BATCHES = 2  # after the first batch (start-up), before the timed ones
 
 _TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -55,6 +57,12 @@ def process_tree_cpu_seconds() -> float:
         total += _proc_cpu(pid)
         stack.extend(kids.get(pid, []))
     return total
+
+
+def images_needed(batches: int, batch_size: int, warmup: int = WARMUP_BATCHES) -> int:
+    """Images a list needs for `bench_loaders`: the first batch, the warm-up and the timed
+    batches, all in one epoch."""
+    return (1 + warmup + batches) * batch_size
 
 
 def _with_loader(section: Any, name: str, workers: int | None) -> Any:
@@ -167,7 +175,7 @@ def bench_loaders(
     loaders: Sequence[str] = ("dali", "opencv"),
     batches: int = 20,
     *,
-    warmup: int = 2,
+    warmup: int = WARMUP_BATCHES,
     mode: str = "train",
     rounds: int = 1,
     workers: dict[str, int] | None = None,
