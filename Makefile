@@ -47,9 +47,11 @@ test: setup $(ORACLE_SITE)
 
 # The whole pipeline on this machine with kfp.local, offline, on the demo profile.
 # Results: runs/ (MLflow database, artifacts, the report); `make mlflow-ui` to look at them.
+# QUICKSTART_ARGS="--arg seed=1": another training seed (or any other pipeline parameter).
+QUICKSTART_ARGS ?=
 quickstart: setup
 	MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/runs/mlflow.db} \
-	  $(BIN)/python -m pipelines.flowers_quickstart local --root runs
+	  $(BIN)/python -m pipelines.flowers_quickstart local --root runs $(QUICKSTART_ARGS)
 
 mlflow-ui: setup
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/runs/mlflow.db --port $${PORT:-5000}

@@ -37,7 +37,7 @@ def _dataset_fixture(args: argparse.Namespace) -> int:
 
     counts = build_fixture(
         args.root, source=args.source, classes=args.classes, per_class=args.per_class,
-        size=args.size, seed=args.seed, archive=args.archive,
+        size=args.size, seed=args.seed, archive=args.archive, train=args.train, valid=args.valid,
     )
     print(f"fixture ({args.source}) at {args.root}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return 0
@@ -62,6 +62,8 @@ def _add_dataset(sub: argparse._SubParsersAction) -> None:
     x.add_argument("--per-class", type=int, default=20)
     x.add_argument("--size", type=int, default=64, help="approximate image side in pixels")
     x.add_argument("--seed", type=int, default=0)
+    x.add_argument("--train", type=int, default=0, help="train images per class (default 40 %% of --per-class)")
+    x.add_argument("--valid", type=int, default=0, help="valid images per class (default 30 %%); the rest: the test split")
     x.add_argument("--archive", action="store_true", help="also write 102flowers.tgz and MD5SUMS (a download mirror)")
     x.set_defaults(func=_dataset_fixture)
 

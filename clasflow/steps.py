@@ -144,7 +144,7 @@ def cache_store(cache_root: str, kind: str, ident: str, path: Path) -> None:
 
 def _fixture_spec(source: str) -> dict[str, Any]:
     parsed = urllib.parse.urlparse(source.replace("fixture:", "fixture://", 1))
-    spec = {"source": parsed.netloc or "digits", "classes": 10, "per_class": 20, "size": 64, "seed": 0}
+    spec = {"source": parsed.netloc or "digits", "classes": 10, "per_class": 20, "size": 64, "seed": 0, "train": 0, "valid": 0}
     if spec["source"] == "glyphs":
         spec["offset"] = 0
     for key, value in urllib.parse.parse_qsl(parsed.query):

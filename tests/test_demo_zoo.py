@@ -81,3 +81,21 @@ def test_demo_zoo_is_pretrained_marked_cached_and_keyed_by_its_recipe(tmp_path, 
     changed["models"]["ResNet50_vd"]["epochs"] = 2
     other = demo_zoo.ensure_demo_zoo(changed)
     assert built == [changed] and other != zoo and (zoo / MIRROR_MANIFEST).is_file()
+
+
+def test_pretraining_starts_from_zero_init_residual_branches(tmp_path):
+    """Every residual branch ends in a zero BN scale (each block starts as the identity); the
+    rest keeps the model's own initialisation (BN scale 1)."""
+    import paddle
+
+    from clasflow.models import build_model
+
+    for arch, last, other in (("ResNet50_vd", "conv2", "conv0"), ("MobileNetV3_large_x1_0", "linear_conv", "expand_conv")):
+        prefix = demo_zoo.zero_residual_init(arch, 26, tmp_path / arch / "init")
+        model = build_model(arch, class_num=26)
+        model.set_state_dict(paddle.load(f"{prefix}.pdparams"))
+        zeroed = [bool((getattr(b, last).bn.weight.numpy() == 0).all()) for b in model.blocks]
+        assert zeroed == [getattr(b, "residual", True) for b in model.blocks], arch
+        assert all((getattr(b, other).bn.weight.numpy() == 1).all() for b in model.blocks), arch
+        assert any(zeroed)
+    assert not all(zeroed)  # MobileNetV3: the blocks without a shortcut keep their scale

@@ -101,11 +101,13 @@ def _glyphs(classes: int, per_class: int, size: int, rng: np.random.Generator, o
     return out
 
 
-def _split_sizes(per_class: int) -> tuple[int, int]:
-    train = max(1, round(per_class * 0.4))
-    valid = max(1, round(per_class * 0.3))
+def _split_sizes(per_class: int, train: int = 0, valid: int = 0) -> tuple[int, int]:
+    """Train and valid images per class: as asked, else 40 % and 30 % (the rest is the "test" split)."""
+    train = train or max(1, round(per_class * 0.4))
+    valid = valid or max(1, round(per_class * 0.3))
     if train + valid > per_class:
-        raise DataError(f"--per-class must be at least 2 (one train and one valid image per class), got {per_class}")
+        raise DataError(f"--per-class {per_class} is fewer than {train} train + {valid} valid images per class; "
+                        f"raise --per-class or lower --train/--valid")
     return train, valid
 
 
@@ -120,8 +122,12 @@ def build_fixture(
     offset: int = 0,
     archive: bool = False,
     noise: float = 8.0,
+    train: int = 0,
+    valid: int = 0,
 ) -> dict[str, int]:
-    """Write the dataset; return the number of images per split (`offset`: first glyph class).
+    """Write the dataset; return the number of images per split (`offset`: first glyph class;
+    `train`, `valid`: images per class in those splits, 0: 40 % and 30 % of `per_class`, the rest
+    is the "test" split that the distillation uses unlabeled, as flowers102's 10 / 10 / ~60).
 
     ``noise`` (synthetic only): the per-pixel noise's standard deviation, which sets how much a
     JPEG weighs: 8 gives ~2.7 bits per pixel, 2 gives ~1.1 like flowers102's photos (42 KB at
@@ -130,7 +136,7 @@ def build_fixture(
         raise DataError(f"--source must be one of {', '.join(SOURCES)}, got {source!r}")
     if classes < 2:
         raise DataError(f"--classes must be at least 2, got {classes}")
-    n_train, n_valid = _split_sizes(per_class)
+    n_train, n_valid = _split_sizes(per_class, train, valid)
     rng = np.random.default_rng(seed)
     if offset and source != "glyphs":
         raise DataError(f"--offset is an option of --source glyphs, not of {source}")
