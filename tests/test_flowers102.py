@@ -144,6 +144,16 @@ def test_fixture_layout_and_determinism(tmp_path, source):
     assert digest(tmp_path / "a") == digest(tmp_path / "b")
 
 
+def test_fixture_split_like_flowers102(tmp_path):
+    """train/valid images per class as asked, the rest in the test split (the distillation's extra data)."""
+    counts = build_fixture(tmp_path / "g", source="glyphs", classes=3, per_class=8, size=16, train=2, valid=2)
+    assert counts == {"train": 6, "valid": 6, "test": 12}
+    report = prepare_flowers102(tmp_path / "g", download=False, strict=True)
+    assert report.counts == {"train_list.txt": 6, "val_list.txt": 6, "extra_list.txt": 12, "train_extra_list.txt": 18}
+    for name in ("train_list.txt", "val_list.txt"):
+        assert sorted(int(line.split()[1]) for line in _lines(tmp_path / "g" / name)) == [0, 0, 1, 1, 2, 2]
+
+
 def test_synthetic_classes_are_distinguishable(tmp_path):
     """Nearest-centroid on tiny color histograms separates the synthetic classes: learnable data."""
     import cv2
@@ -172,8 +182,10 @@ def test_synthetic_classes_are_distinguishable(tmp_path):
 def test_fixture_rejects_bad_arguments(tmp_path):
     with pytest.raises(DataError, match="--source digits has 10 classes"):
         build_fixture(tmp_path, source="digits", classes=11)
-    with pytest.raises(DataError, match="--per-class must be at least 2"):
+    with pytest.raises(DataError, match="--per-class 1 is fewer than 1 train \\+ 1 valid images per class"):
         build_fixture(tmp_path, per_class=1)
+    with pytest.raises(DataError, match="--per-class 10 is fewer than 6 train \\+ 5 valid"):
+        build_fixture(tmp_path, per_class=10, train=6, valid=5)
     with pytest.raises(DataError, match="--source must be one of"):
         build_fixture(tmp_path, source="imagenet")
 
