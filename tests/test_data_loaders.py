@@ -659,6 +659,7 @@ def test_bench_loaders_reports_both(small_ds):
         lo, hi = r["images_per_sec_range"]
         assert lo <= r["images_per_sec"] <= hi
         assert r["first_batch_s"] > 0 and r["epoch_start_s"] > 0
+        assert r["cores_used"] >= 0 and 0 <= r["other_cores"] < float("inf")  # (jiffies: coarse on a 1-batch run)
     assert res["dali-cpu"]["builds"] == 2 and res["dali-cpu"]["rebuild_s"] > 0 and res["dali-cpu"]["device"] == "cpu"
     assert res["opencv"]["workers"] == 2
     short = bench_loaders(section(small_ds, train_tf(), batch_size=4), loaders=("dali-cpu",), batches=3)

@@ -65,6 +65,17 @@ def images_needed(batches: int, batch_size: int, warmup: int = WARMUP_BATCHES) -
     return (1 + warmup + batches) * batch_size
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds all processes of the machine have used since boot (/proc/stat), to tell how
+    much of a timed stretch other work took."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(v) for v in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return float("nan")
+    return (sum(ticks) - ticks[3] - ticks[4]) / _TCK  # all but idle and iowait
+
+
 def _with_loader(section: Any, name: str, workers: int | None) -> Any:
     update: dict[str, Any] = {"loader": name}
     if workers is not None:
@@ -115,12 +126,13 @@ def _bench_one(section: Any, variant: str, batches: int, warmup: int, mode: str,
         for _ in range(warmup):
             next(it)
         images = 0
-        cpu0, t0 = process_tree_cpu_seconds(), time.perf_counter()
+        busy0, cpu0, t0 = machine_busy_seconds(), process_tree_cpu_seconds(), time.perf_counter()
         for _ in range(batches):
             x, _ = next(it)
             images += int(x.shape[0])
         wall = time.perf_counter() - t0
         cpu = process_tree_cpu_seconds() - cpu0
+        others = max(0.0, machine_busy_seconds() - busy0 - cpu) / wall if wall > 0 else 0.0
         del x
         for _ in it:  # the rest of the epoch, then a new one starts (training's epoch switch)
             pass
@@ -134,6 +146,8 @@ def _bench_one(section: Any, variant: str, batches: int, warmup: int, mode: str,
             "first_batch_s": first_batch_s,
             "epoch_start_s": epoch_start_s,
             "batch_s": wall / batches,
+            "cores_used": cpu / wall if wall > 0 else 0.0,
+            "other_cores": others,  # what other processes of the machine used meanwhile
         }
         if name == "dali":
             loader.close()
@@ -161,7 +175,8 @@ def _summary(runs: list[dict]) -> dict:
     if len(runs) == 1:
         return runs[0]
     out = dict(runs[len(runs) // 2])
-    for key in ("images_per_sec", "cpu_ms_per_image", "first_batch_s", "epoch_start_s", "rebuild_s", "batch_s"):
+    for key in ("images_per_sec", "cpu_ms_per_image", "first_batch_s", "epoch_start_s", "rebuild_s", "batch_s",
+                "cores_used", "other_cores"):
         if key in out:
             values = sorted(r[key] for r in runs)
             out[key] = values[len(values) // 2]
@@ -227,5 +242,6 @@ def figure_lines(result: dict[str, dict]) -> list[str]:
                  else f"{f['workers']} workers")
         lines.append(f"{name:10s} {f['images_per_sec']:7.1f} images/s ({lo:.0f}-{hi:.0f})  "
                      f"{f['cpu_ms_per_image']:5.2f} CPU-ms/image  start {f['first_batch_s'] * 1000:.0f} ms  "
-                     f"new epoch {f['epoch_start_s'] * 1000:.0f} ms  {extra}")
+                     f"new epoch {f['epoch_start_s'] * 1000:.0f} ms  {extra}  cores {f['cores_used']:.2f} "
+                     f"(other processes {f['other_cores']:.2f})")
     return lines
